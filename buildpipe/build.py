@@ -1,0 +1,378 @@
+"""The one build loop: decide rule by rule in dependency order, run what is stale, record what ran.
+
+Deciding is pure (rebuilder); doing goes through an Executor; `pipe build -n`, `pipe status` and
+`pipe watch` all drive this same loop. States of a wanted rule:
+
+  WAITING   some producer is not settled yet
+  UPTODATE  nothing changed: settled without running
+  DEFERRED  a temp rule whose files are merely missing: settled, consumers see its recorded digests;
+            it runs only if a consumer must run (it is then "materialised")
+  QUEUED    must run, waiting for a free worker or for deferred temp producers to be materialised
+  RUNNING   in a worker
+  BUILT     ran successfully and is recorded
+  FAILED    ran and failed; nothing recorded, consumers BLOCKED
+  BLOCKED   not run because something it needs failed (or the build is stopping)
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .executor import Executor, Result
+from .filesystem import FileSystem
+from .fingerprint import Fingerprinter, params_fingerprint
+from .graph import Graph, describe
+from .rebuilder import MISSING, UNKNOWN, FileStates, Reason, only_missing, reasons
+from .rules import Rule
+from .store import RuleRecord, Store
+
+WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
+FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
+
+
+@dataclass
+class BuildOptions:
+    targets: list[str] | None = None  # None: the default targets, else every rule
+    keep_going: bool = False
+    dry_run: bool = False
+    force_all: bool = False
+    force: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildSummary:
+    wanted: int = 0
+    ran: list[int] = field(default_factory=list)
+    failed: list[tuple[int, Result]] = field(default_factory=list)
+    blocked: int = 0
+    up_to_date: int = 0
+    interrupted: int = 0  # the signal number that stopped the build
+    would_run: list[tuple[int, list[Reason]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+
+class Reporter(Protocol):
+    def begin(self, total: int) -> None: ...
+    def started(self, rule: Rule, why: list[Reason]) -> None: ...
+    def finished(self, rule: Rule, result: Result, seconds: float) -> None: ...
+    def progress(self, done: int, total: int, running: list[Rule]) -> None: ...
+    def end(self, summary: BuildSummary) -> None: ...
+
+
+class MissingSourceError(Exception):
+    def __init__(self, path: str, rule: Rule, directory: bool) -> None:
+        what = "is a directory, not a file" if directory else "does not exist"
+        super().__init__(f"source {path} {what}; needed by rule {describe(rule)}")
+        self.where = rule.where
+
+
+class Build:
+    def __init__(
+        self,
+        graph: Graph,
+        store: Store,
+        fs: FileSystem,
+        make_executor: Callable[[], Executor],
+        reporter: Reporter,
+        options: BuildOptions,
+        fingerprinter: Fingerprinter | None = None,
+    ) -> None:
+        self.graph = graph
+        self.rules = graph.rules
+        self.store = store
+        self.fs = fs
+        self.make_executor = make_executor
+        self.reporter = reporter
+        self.opts = options
+        self.fp = fingerprinter or Fingerprinter()
+        self.states = FileStates(fs, store)
+        self.signal = 0
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def _targets(self) -> list[Rule]:
+        g = self.graph
+        targets = self.opts.targets
+        if targets is None:
+            targets = g.default_targets()
+        if targets is None:
+            return list(g.rules)
+        return g.resolve(targets)
+
+    def _check_sources(self, wanted: list[int]) -> None:
+        producer = self.graph.producer
+        digest = self.states.digest
+        for i in wanted:
+            r = self.rules[i]
+            for p in r.inputs:
+                if p not in producer:
+                    try:
+                        d = digest(p)
+                    except IsADirectoryError:
+                        raise MissingSourceError(p, r, directory=True)
+                    except OSError as e:
+                        raise MissingSourceError(p, r, directory=False) from e
+                    if d == MISSING:
+                        raise MissingSourceError(p, r, directory=False)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> BuildSummary:
+        t0 = time.perf_counter()
+        g, rules, opts = self.graph, self.rules, self.opts
+        targets = self._targets()
+        target_ids = {r.index for r in targets}
+        wanted = g.closure(targets)
+        self._check_sources(wanted)
+        forced = {r.index for r in g.resolve(opts.force)} if opts.force else set()
+
+        n = len(rules)
+        state = bytearray(n)  # WAITING ... BLOCKED
+        settled_flag = bytearray(n)  # consumers were told this rule is decided
+        consumers: dict[int, list[int]] = {}
+        waiting: dict[int, int] = {}
+        for i in wanted:
+            deps = g.deps[i]
+            waiting[i] = len(deps)
+            for d in deps:
+                consumers.setdefault(d, []).append(i)
+        ready = deque(i for i in wanted if waiting[i] == 0)
+        runnable: deque[int] = deque()
+        why: dict[int, list[Reason]] = {}
+        blockers: dict[int, int] = {}  # rule -> materialisations it still waits for
+        mat_waiters: dict[int, list[int]] = {}
+        records: dict[int, RuleRecord | None] = {}
+        snapshots: dict[int, tuple[bytes, ...]] = {}
+        started_at: dict[int, float] = {}
+        running: dict[int, Rule] = {}
+        summary = BuildSummary(wanted=len(wanted))
+        store, states, fp, fs = self.store, self.states, self.fp, self.fs
+        dry = opts.dry_run
+        done = 0
+        stopping = False
+        executor: Executor | None = None
+        self.reporter.begin(len(wanted))
+
+        def input_digests(r: Rule) -> tuple[bytes, ...]:
+            """Current input digests; a deferred temp rule's files count as what it recorded."""
+            out = []
+            for p in r.inputs:
+                q = g.producer.get(p)
+                if q is not None and state[q.index] == DEFERRED:
+                    rec = records.get(q.index)
+                    out.append(rec.output_digests[rec.outputs.index(p)] if rec else MISSING)
+                else:
+                    out.append(states.digest(p))
+            return tuple(out)
+
+        def settle(i: int) -> None:
+            nonlocal done
+            settled_flag[i] = 1
+            done += 1
+            for c in consumers.get(i, ()):
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    ready.append(c)
+            if not dry:
+                for d in g.deps[i]:
+                    if rules[d].temp:
+                        delete_temp_if_done(d, (UPTODATE, BUILT))
+
+        def delete_temp_if_done(d: int, finished: tuple[int, ...]) -> None:
+            """Temp files go once every consumer in this build finished successfully."""
+            if d in target_ids or state[d] not in (UPTODATE, BUILT):
+                return
+            if all(state[c] in finished for c in consumers.get(d, ())):
+                for o in rules[d].outputs:
+                    fs.remove(o)
+                    states.set(o, MISSING)
+                    store.drop_file(o)
+                state[d] = DEFERRED  # its record now stands for its deleted files
+
+        def evaluate(i: int) -> None:
+            r = rules[i]
+            rec = store.rule(r.outputs[0])
+            records[i] = rec
+            w = reasons(
+                r,
+                rec,
+                input_digests(r),
+                tuple(states.digest(o) for o in r.outputs),
+                fp.action(r.action),
+                params_fingerprint(r.params),
+                opts.force_all or i in forced,
+            )
+            if not w:
+                state[i] = UPTODATE
+                summary.up_to_date += 1
+                settle(i)
+            elif r.temp and only_missing(w) and i not in target_ids:
+                state[i] = DEFERRED
+                settle(i)
+            else:
+                why[i] = w
+                must_run(i)
+
+        def must_run(i: int) -> None:
+            """Queue i once the deferred temp rules it reads from have been materialised."""
+            state[i] = QUEUED
+            pending = 0
+            for d in g.deps[i]:
+                if state[d] == DEFERRED:
+                    why[d] = [Reason("needed", rules[i].outputs[0])]
+                    must_run(d)
+                if state[d] in (QUEUED, RUNNING):
+                    mat_waiters.setdefault(d, []).append(i)
+                    pending += 1
+            blockers[i] = pending
+            if pending == 0:
+                runnable.append(i)
+
+        def block(i: int) -> None:
+            """Everything downstream of a failure stays unbuilt."""
+            stack = list(consumers.get(i, ())) + mat_waiters.pop(i, [])
+            while stack:
+                c = stack.pop()
+                if state[c] in (WAITING, QUEUED):
+                    state[c] = BLOCKED
+                    summary.blocked += 1
+                    stack.extend(consumers.get(c, ()))
+                    stack.extend(mat_waiters.pop(c, []))
+
+        def dispatch(i: int) -> None:
+            nonlocal executor
+            r = rules[i]
+            snapshots[i] = tuple(states.digest(p) for p in r.inputs)  # before it runs
+            for o in r.outputs:
+                states.forget(o)
+            state[i] = RUNNING
+            if dry:
+                summary.would_run.append((i, why[i]))
+                complete(Result(i, True, None, "", ""))
+                return
+            if executor is None:
+                executor = self.make_executor()
+            running[i] = r
+            started_at[i] = time.perf_counter()
+            self.reporter.started(r, why[i])
+            executor.start(r)
+
+        def complete(res: Result) -> None:
+            i = res.index
+            r = rules[i]
+            running.pop(i, None)
+            seconds = time.perf_counter() - started_at.pop(i, time.perf_counter())
+            if not res.ok:
+                state[i] = FAILED
+                summary.failed.append((i, res))
+                store.drop_rule(r.outputs[0])  # never trusted again until it succeeds
+                self.reporter.finished(r, res, seconds)
+                block(i)
+                return
+            summary.ran.append(i)
+            if dry:
+                for o in r.outputs:
+                    states.set(o, UNKNOWN)
+            else:
+                assert res.outputs is not None
+                digests = []
+                for o, st in zip(r.outputs, res.outputs):
+                    store.put_file(o, tuple(st))  # type: ignore[arg-type]
+                    states.set(o, st[4])
+                    digests.append(st[4])
+                record = RuleRecord(
+                    r.inputs,
+                    snapshots.pop(i),
+                    fp.action(r.action),
+                    params_fingerprint(r.params),
+                    r.outputs,
+                    tuple(digests),
+                )
+                store.put_rule(r.outputs[0], record)
+                records[i] = record
+                self.reporter.finished(r, res, seconds)
+            state[i] = BUILT
+            for c in mat_waiters.pop(i, ()):
+                if state[c] == QUEUED:
+                    blockers[c] -= 1
+                    if blockers[c] == 0:
+                        runnable.append(c)
+            if not settled_flag[i]:
+                settle(i)
+
+        old_handlers = self._install_signals()
+        last_flush = last_progress = time.perf_counter()
+        try:
+            while not self.signal:
+                while ready and not stopping:
+                    i = ready.popleft()
+                    if state[i] == WAITING:
+                        evaluate(i)
+                while runnable and not stopping:
+                    if executor is not None and executor.running() >= executor.slots:
+                        break
+                    i = runnable.popleft()
+                    if state[i] == QUEUED:
+                        dispatch(i)
+                    if ready:
+                        break  # decide newly ready rules before starting more
+                if not running:
+                    if stopping or not (ready or runnable):
+                        break
+                    continue
+                assert executor is not None
+                for res in executor.wait(0.2):
+                    complete(res)
+                    if not res.ok and not opts.keep_going:
+                        stopping = True
+                now = time.perf_counter()
+                if store.pending and now - last_flush >= FLUSH_INTERVAL:
+                    store.flush()
+                    last_flush = now
+                if now - last_progress >= 0.1:
+                    self.reporter.progress(done, len(wanted), list(running.values()))
+                    last_progress = now
+            if not dry and not self.signal:
+                for d in wanted:
+                    if rules[d].temp:
+                        delete_temp_if_done(d, (UPTODATE, BUILT, DEFERRED))
+        finally:
+            self._restore_signals(old_handlers)
+            if executor is not None:
+                executor.shutdown(kill=bool(running))
+            if not dry:
+                store.flush()
+        summary.blocked += sum(1 for i in wanted if state[i] in (WAITING, QUEUED))
+        summary.interrupted = self.signal
+        summary.seconds = time.perf_counter() - t0
+        self.reporter.end(summary)
+        return summary
+
+    # -- signals ----------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.signal:  # a second Ctrl-C: stop waiting for anything
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def _install_signals(self) -> dict[int, object]:
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        return old
+
+    def _restore_signals(self, old: dict[int, object]) -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -1,0 +1,287 @@
+"""Declaring rules: the DSL functions a Pipefile calls, and the registry they fill."""
+
+from __future__ import annotations
+
+import os
+import string
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import PurePath
+from typing import Any
+
+from .errors import PipefileError
+from .rules import Invariant, Rule, ShAction, format_where
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PLAIN_SCALARS = (type(None), bool, int, float, str, bytes, PurePath)
+
+
+class Registry:
+    """Everything one run of a Pipefile declared, in declaration order."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.rules: list[Rule] = []
+        self.invariants: list[Invariant] = []
+        self.aliases: dict[str, tuple[list[str], tuple[str, int]]] = {}
+        self.default: tuple[list[str], tuple[str, int]] | None = None
+
+
+_current: list[Registry] = [Registry(os.getcwd())]
+
+
+def current_registry() -> Registry:
+    return _current[0]
+
+
+def fresh_registry(root: str) -> Registry:
+    """Start declaring into an empty registry rooted at `root` (the Pipefile's directory)."""
+    _current[0] = Registry(root)
+    return _current[0]
+
+
+def _caller() -> tuple[str, int]:
+    """file and line of the first frame outside buildpipe: where the user declared something."""
+    f = sys._getframe(2)
+    while f.f_back is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
+        f = f.f_back
+    return (f.f_code.co_filename, f.f_lineno)
+
+
+def _norm(path: Any, root: str, where: tuple[str, int], what: str) -> str:
+    if isinstance(path, str):
+        p = path
+    elif isinstance(path, PurePath):
+        p = str(path)
+    else:
+        raise PipefileError(
+            f"{what} must be a path (str or Path), not {type(path).__name__}: {path!r}",
+            where=format_where(where),
+        )
+    if not p:
+        raise PipefileError(f"{what} is an empty path", where=format_where(where))
+    if "\0" in p:
+        raise PipefileError(f"{what} contains a NUL byte: {p!r}", where=format_where(where))
+    if os.path.isabs(p):
+        rel = os.path.relpath(p, root)
+        if rel == ".." or rel.startswith(".." + os.sep):
+            return os.path.normpath(p)
+        return rel
+    return os.path.normpath(p)
+
+
+def _outside(p: str) -> bool:
+    return os.path.isabs(p) or p == ".." or p.startswith(".." + os.sep) or p == "."
+
+
+def _inputs(inputs: Any, root: str, where: tuple[str, int]) -> tuple[str, ...]:
+    if isinstance(inputs, (str, PurePath, Rule, Invariant)):
+        inputs = [inputs]
+    elif not isinstance(inputs, Iterable) or isinstance(inputs, (dict, bytes)):
+        raise PipefileError(
+            f"inputs must be a list of paths and rules, not {type(inputs).__name__}",
+            where=format_where(where),
+        )
+    out: list[str] = []
+    for item in inputs:
+        if isinstance(item, Rule):
+            out.extend(item.outputs)
+        elif isinstance(item, Invariant):
+            out.append(item.path)
+        else:
+            out.append(_norm(item, root, where, "an input"))
+    return tuple(out)
+
+
+def check_plain(value: Any, where: tuple[str, int], what: str, depth: int = 0) -> None:
+    """Refuse params that are not plain data (they could not be fingerprinted reliably)."""
+    if depth > 50:
+        raise PipefileError(f"{what} is nested too deeply", where=format_where(where))
+    if isinstance(value, PLAIN_SCALARS):
+        return
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            check_plain(v, where, what, depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_plain(k, where, what, depth + 1)
+            check_plain(v, where, what, depth + 1)
+        return
+    raise PipefileError(
+        f"{what} holds a {type(value).__name__} ({value!r:.60}); params must be plain data: "
+        "None, bool, int, float, str, bytes, Path and lists, tuples, dicts and sets of these",
+        where=format_where(where),
+    )
+
+
+def rule(
+    outputs: Any,
+    inputs: Any = (),
+    action: Callable[..., Any] | ShAction | None = None,
+    *,
+    params: dict[str, Any] | None = None,
+    temp: bool = False,
+    name: str | None = None,
+) -> Rule:
+    """Declare a rule producing `outputs` from `inputs` by `action`; returns the Rule.
+
+    With `action=None`, the returned Rule is a decorator that takes the action.
+    """
+    reg = _current[0]
+    where = _caller()
+    root = reg.root
+    shape: None | str | tuple[str, ...]
+    if isinstance(outputs, (str, PurePath)):
+        outs: tuple[str, ...] = (_norm(outputs, root, where, "an output"),)
+        shape = None
+    elif isinstance(outputs, dict):
+        keys = tuple(outputs)
+        for k in keys:
+            if not isinstance(k, str):
+                raise PipefileError(
+                    f"output dict keys must be strings, not {type(k).__name__}",
+                    where=format_where(where),
+                )
+        outs = tuple(_norm(outputs[k], root, where, "an output") for k in keys)
+        shape = keys
+    elif isinstance(outputs, (list, tuple)):
+        outs = tuple(_norm(o, root, where, "an output") for o in outputs)
+        shape = "list"
+    else:
+        raise PipefileError(
+            f"outputs must be a path, a list of paths or a dict of paths, not "
+            f"{type(outputs).__name__}",
+            where=format_where(where),
+        )
+    if not outs:
+        raise PipefileError("a rule needs at least one output", where=format_where(where))
+    for o in outs:
+        if _outside(o):
+            raise PipefileError(
+                f"output {o} lies outside the project directory {root}",
+                where=format_where(where),
+            )
+    if len(set(outs)) != len(outs):
+        raise PipefileError(f"rule {outs[0]} names an output twice", where=format_where(where))
+    ins = _inputs(inputs, root, where)
+    if action is not None and not (callable(action) or isinstance(action, ShAction)):
+        raise PipefileError(
+            f"action must be a function or sh(...), not {type(action).__name__}",
+            where=format_where(where),
+        )
+    if params is not None:
+        if not isinstance(params, dict):
+            raise PipefileError(
+                f"params must be a dict, not {type(params).__name__}", where=format_where(where)
+            )
+        for k, v in params.items():
+            if not isinstance(k, str):
+                raise PipefileError(
+                    f"params keys must be strings, not {type(k).__name__} ({k!r})",
+                    where=format_where(where),
+                )
+            check_plain(v, where, f"params[{k!r}]")
+    if not isinstance(temp, bool):
+        raise PipefileError(
+            f"temp must be True or False, not {type(temp).__name__}", where=format_where(where)
+        )
+    if name is not None and not isinstance(name, str):
+        raise PipefileError(
+            f"name must be a string, not {type(name).__name__}", where=format_where(where)
+        )
+    r = Rule(outs, ins, action, params, temp, where, shape, name)
+    reg.rules.append(r)
+    return r
+
+
+def invariant(path: str | PurePath) -> Invariant:
+    """Track `path` explicitly as a source; the handle can stand in `inputs=`."""
+    reg = _current[0]
+    where = _caller()
+    inv = Invariant(_norm(path, reg.root, where, "an invariant"), where)
+    reg.invariants.append(inv)
+    return inv
+
+
+def _targets(targets: Any, where: tuple[str, int], what: str) -> list[str]:
+    if isinstance(targets, (str, PurePath, Rule, Invariant)):
+        targets = [targets]
+    out: list[str] = []
+    try:
+        items = list(targets)
+    except TypeError:
+        raise PipefileError(
+            f"{what} takes targets (names, paths or rules), not {type(targets).__name__}",
+            where=format_where(where),
+        )
+    for t in items:
+        if isinstance(t, Rule):
+            out.append(t.outputs[0])
+        elif isinstance(t, Invariant):
+            out.append(t.path)
+        elif isinstance(t, (str, PurePath)):
+            out.append(str(t))
+        else:
+            raise PipefileError(
+                f"{what} takes targets (names, paths or rules), not {type(t).__name__}",
+                where=format_where(where),
+            )
+    return out
+
+
+def alias(name: str, targets: Any) -> str:
+    """Name a group of targets: `pipe build NAME` builds them all."""
+    reg = _current[0]
+    where = _caller()
+    if not isinstance(name, str) or not name:
+        raise PipefileError("alias() needs a non-empty string name", where=format_where(where))
+    if name in reg.aliases:
+        raise PipefileError(
+            f"alias {name!r} is already declared at {format_where(reg.aliases[name][1])}",
+            where=format_where(where),
+        )
+    reg.aliases[name] = (_targets(targets, where, "alias()"), where)
+    return name
+
+
+def default(*targets: Any) -> None:
+    """The targets `pipe build` builds when none is named."""
+    reg = _current[0]
+    where = _caller()
+    flat: list[str] = []
+    for t in targets:
+        flat.extend(_targets(t, where, "default()"))
+    reg.default = (flat, where)
+
+
+SH_FIELDS = frozenset({"output", "input", "outputs", "inputs", "params"})
+
+
+def sh(command: str) -> ShAction:
+    """A shell action run by `/bin/sh -c` in the Pipefile's directory.
+
+    `{output}`, `{input}` (the first), `{outputs}`, `{inputs}` (all, space-separated) and
+    `{params[k]}` are replaced by shell-quoted values; write `{{` and `}}` for literal braces.
+    """
+    where = _caller()
+    if not isinstance(command, str):
+        raise PipefileError(
+            f"sh() takes a command string, not {type(command).__name__}", where=format_where(where)
+        )
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(command) if f is not None]
+    except ValueError as e:
+        raise PipefileError(
+            f"sh() command {command!r}: {e} (write {{{{ and }}}} for literal braces)",
+            where=format_where(where),
+        )
+    for f in fields:
+        base = f.split("[", 1)[0].split(".", 1)[0]
+        if base not in SH_FIELDS or (base == "params") != ("[" in f):
+            raise PipefileError(
+                f"sh() command {command!r} uses {{{f}}}; it knows {{output}}, {{input}}, "
+                "{outputs}, {inputs} and {params[NAME]} (write {{ and }} for literal braces)",
+                where=format_where(where),
+            )
+    return ShAction(command, where)

@@ -1,0 +1,376 @@
+"""Running actions: a pool of forked worker processes, each running one rule at a time.
+
+Workers are forked from the build process after the Pipefile was loaded, so they already hold every
+rule; the parent sends a rule's index down the worker's job pipe and reads back one result record:
+the outputs' stat and digest (hashed in the worker, in parallel), the captured stdout/stderr and the
+error, if any. A worker that dies (signal, `os._exit`, out of memory) fails only its own rule and is
+replaced. Workers sit in their own process group and die with the parent (PR_SET_PDEATHSIG), so an
+interrupted or killed build leaves no action running.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import selectors
+import shlex
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from .filesystem import digest_path, stat_path
+from .rules import Rule, ShAction
+
+LOG_LIMIT = 256 * 1024  # captured output kept per rule (the tail)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_HEADER = struct.Struct("<I")
+
+
+class Result(NamedTuple):
+    index: int
+    ok: bool
+    outputs: list[tuple[int, int, int, int, bytes, int]] | None  # stat + digest + recorded_ns
+    log: str  # captured stdout and stderr
+    error: str  # why it failed: a traceback, an exit status, the missing outputs
+
+
+class Executor(Protocol):
+    slots: int
+
+    def start(self, rule: Rule) -> None: ...
+    def running(self) -> int: ...
+    def wait(self, timeout: float | None) -> list[Result]: ...
+    def shutdown(self, kill: bool) -> None: ...
+
+
+# -- what a worker does for one rule ---------------------------------------------------------------
+
+
+def _path_arg(p: str) -> str:
+    return "./" + p if p.startswith("-") else p
+
+
+class _Quoted(dict):  # type: ignore[type-arg]
+    def __getitem__(self, key: str) -> str:
+        value = dict.__getitem__(self, key)
+        return shlex.quote(value if isinstance(value, str) else str(value))
+
+
+def sh_command(rule: Rule, action: ShAction) -> str:
+    """The command line with every substitution shell-quoted."""
+    q = shlex.quote
+    outs = [q(_path_arg(o)) for o in rule.outputs]
+    ins = [q(_path_arg(i)) for i in rule.inputs]
+    fields: dict[str, Any] = {
+        "output": outs[0],
+        "outputs": " ".join(outs),
+        "input": ins[0] if ins else "",
+        "inputs": " ".join(ins),
+        "params": _Quoted(rule.params or {}),
+    }
+    return action.command.format_map(fields)
+
+
+_wants_params: dict[int, bool] = {}
+
+
+def _call(rule: Rule) -> None:
+    action = rule.action
+    if isinstance(action, ShAction):
+        cmd = sh_command(rule, action)
+        sys.stdout.flush()
+        proc = subprocess.run(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            rc = proc.returncode
+            how = f"killed by {_signame(-rc)}" if rc < 0 else f"exit status {rc}"
+            raise _ShellFailed(f"command failed ({how}): {cmd}")
+        return
+    outs = [Path(o) for o in rule.outputs]
+    shape = rule.shape
+    output: Any = (
+        outs[0] if shape is None else outs if shape == "list" else dict(zip(shape, outs))
+    )
+    inputs = [Path(i) for i in rule.inputs]
+    key = id(action)
+    wants = _wants_params.get(key)
+    if wants is None:
+        wants = _takes_params(action)
+        _wants_params[key] = wants
+    if wants:
+        action(output, inputs, params=dict(rule.params or {}))  # type: ignore[misc]
+    else:
+        action(output, inputs)  # type: ignore[misc]
+
+
+def _takes_params(action: Any) -> bool:
+    import inspect
+
+    try:
+        return "params" in inspect.signature(action).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _ShellFailed(Exception):
+    pass
+
+
+def _signame(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
+    """Delete the old outputs, run the action, then stat and hash what it produced."""
+    for o in rule.outputs:
+        try:
+            os.unlink(o)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            return False, None, f"output {o} is a directory"
+        d = os.path.dirname(o)
+        if d:
+            os.makedirs(d, exist_ok=True)
+    try:
+        _call(rule)
+    except _ShellFailed as e:
+        return False, None, str(e)
+    except SystemExit as e:
+        return False, None, f"the action called sys.exit({e.code!r})"
+    except BaseException as e:
+        return False, None, _user_traceback(e)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+    states = []
+    missing = []
+    for o in rule.outputs:
+        recorded = time.time_ns()
+        st = stat_path(o)
+        if st is None or st[0] < 0:
+            missing.append(o)
+            continue
+        states.append((*st, digest_path(o), recorded))
+    if missing:
+        return False, None, "the action did not create " + ", ".join(missing)
+    return True, states, ""
+
+
+def _user_traceback(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    frames = [f for f in tb if not f.filename.startswith(_PACKAGE_DIR)]
+    text = "".join(traceback.format_exception_only(type(e), e)).rstrip()
+    if frames:
+        text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + text
+    return text
+
+
+# -- the worker process ----------------------------------------------------------------------------
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        b = os.read(fd, n)
+        if not b:
+            raise EOFError
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _set_pdeathsig() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int) -> None:
+    os.setpgid(0, 0)
+    _set_pdeathsig()
+    if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
+        os._exit(1)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    import tempfile
+
+    capture = tempfile.TemporaryFile()
+    cfd = capture.fileno()
+    os.dup2(cfd, 1)
+    os.dup2(cfd, 2)
+    while True:
+        try:
+            (index,) = _HEADER.unpack(_read_exact(job_fd, 4))
+        except EOFError:
+            os._exit(0)
+        os.ftruncate(cfd, 0)
+        os.lseek(cfd, 0, os.SEEK_SET)
+        ok, states, error = run_rule(rules[index])
+        size = os.lseek(cfd, 0, os.SEEK_END)
+        start = max(0, size - LOG_LIMIT)
+        log = os.pread(cfd, size - start, start).decode("utf-8", "replace") if size else ""
+        if start:
+            log = f"[... {start} bytes cut ...]\n" + log
+        payload = marshal.dumps((index, ok, states, log, error))
+        try:
+            _write_all(result_fd, _HEADER.pack(len(payload)) + payload)
+        except BrokenPipeError:
+            os._exit(1)
+
+
+class _Worker:
+    __slots__ = ("pid", "job_w", "result_r", "buf", "index")
+
+    def __init__(self, pid: int, job_w: int, result_r: int) -> None:
+        self.pid = pid
+        self.job_w = job_w
+        self.result_r = result_r
+        self.buf = b""
+        self.index = -1  # the rule it runs, -1 when idle
+
+
+class ForkExecutor:
+    """Up to `slots` rules at once, each in a pre-forked worker process."""
+
+    def __init__(self, rules: Sequence[Rule], slots: int, close_fds: Sequence[int] = ()) -> None:
+        self.rules = rules
+        self.slots = max(1, slots)
+        self.close_fds = list(close_fds)
+        self.workers: list[_Worker] = []
+        self.selector = selectors.DefaultSelector()
+        self._running = 0
+
+    def _spawn(self) -> _Worker:
+        job_r, job_w = os.pipe()
+        result_r, result_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the build loop
+            try:
+                os.close(job_w)
+                os.close(result_r)
+                for w in self.workers:
+                    os.close(w.job_w)
+                    os.close(w.result_r)
+                for fd in self.close_fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                _worker_main(self.rules, job_r, result_w, parent)
+            finally:
+                os._exit(1)
+        os.close(job_r)
+        os.close(result_w)
+        w = _Worker(pid, job_w, result_r)
+        self.workers.append(w)
+        self.selector.register(result_r, selectors.EVENT_READ, w)
+        return w
+
+    def running(self) -> int:
+        return self._running
+
+    def start(self, rule: Rule) -> None:
+        idle = next((w for w in self.workers if w.index < 0), None)
+        if idle is None:
+            if len(self.workers) >= self.slots:
+                raise RuntimeError("no free worker")
+            idle = self._spawn()
+        idle.index = rule.index
+        self._running += 1
+        try:
+            _write_all(idle.job_w, _HEADER.pack(rule.index))
+        except BrokenPipeError:
+            pass  # it died already: its death is reported by wait()
+
+    def wait(self, timeout: float | None) -> list[Result]:
+        """Results of finished rules; [] when `timeout` passed first."""
+        results: list[Result] = []
+        for key, _ in self.selector.select(timeout):
+            w: _Worker = key.data
+            try:
+                data = os.read(w.result_r, 1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                results.extend(self._died(w))
+                continue
+            w.buf += data
+            while len(w.buf) >= 4:
+                (n,) = _HEADER.unpack_from(w.buf)
+                if len(w.buf) < 4 + n:
+                    break
+                payload, w.buf = w.buf[4 : 4 + n], w.buf[4 + n :]
+                index, ok, states, log, error = marshal.loads(payload)
+                w.index = -1
+                self._running -= 1
+                results.append(Result(index, ok, states, log, error))
+        return results
+
+    def _died(self, w: _Worker) -> list[Result]:
+        self.selector.unregister(w.result_r)
+        os.close(w.result_r)
+        os.close(w.job_w)
+        self.workers.remove(w)
+        _, status = os.waitpid(w.pid, 0)
+        if w.index < 0:
+            return []
+        self._running -= 1
+        if os.WIFSIGNALED(status):
+            how = f"killed by {_signame(os.WTERMSIG(status))}"
+        else:
+            how = f"exited with status {os.waitstatus_to_exitcode(status)} (os._exit?)"
+        return [Result(w.index, False, None, "", f"the worker running this rule died: {how}")]
+
+    def shutdown(self, kill: bool) -> None:
+        """Stop every worker: idle ones by closing their pipe, busy ones (when `kill`) by SIGKILL."""
+        for w in self.workers:
+            if kill and w.index >= 0:
+                try:
+                    os.killpg(w.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            os.close(w.job_w)
+        for w in self.workers:
+            try:
+                os.waitpid(w.pid, 0)
+            except ChildProcessError:
+                pass
+            try:
+                self.selector.unregister(w.result_r)
+            except (KeyError, ValueError):
+                pass
+            os.close(w.result_r)
+        self.workers = []
+        self._running = 0
+        self.selector.close()

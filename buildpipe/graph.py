@@ -1,0 +1,184 @@
+"""The rule graph: validation (actions, duplicate outputs, cycles, aliases), target resolution with
+suggestions, and the closure of what a build needs. Pure: it reads no file but to check that a
+target naming an existing file exists."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+from .dsl import Registry
+from .errors import PipefileError
+from .rules import Rule, format_where
+
+
+def describe(r: Rule) -> str:
+    """How messages name a rule: its first output and where it was declared."""
+    return f"{r.outputs[0]} ({format_where(r.where)})"
+
+
+class Graph:
+    """Rules indexed 0..n-1 in declaration order, with producer edges.
+
+    deps[i] lists the indices of the rules producing rule i's inputs, each once, in input order.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.root = registry.root
+        self.rules: list[Rule] = registry.rules
+        self.producer: dict[str, Rule] = {}
+        self.names: dict[str, list[Rule]] = {}
+        self.aliases = {name: targets for name, (targets, _) in registry.aliases.items()}
+        self.alias_where = {name: where for name, (_, where) in registry.aliases.items()}
+        self.default = registry.default
+        self.invariants = {inv.path: inv for inv in registry.invariants}
+        producer = self.producer
+        for i, r in enumerate(self.rules):
+            r.index = i
+            if r.action is None:
+                raise PipefileError(
+                    f"rule {r.outputs[0]} has no action (pass action= or use @rule as a decorator)",
+                    where=format_where(r.where),
+                )
+            for o in r.outputs:
+                other = producer.get(o)
+                if other is not None:
+                    raise PipefileError(
+                        f"two rules declare the output {o}: {describe(other)} and this one",
+                        where=format_where(r.where),
+                    )
+                producer[o] = r
+            if r.name is not None:
+                self.names.setdefault(r.name, []).append(r)
+        for path, inv in self.invariants.items():
+            if path in producer:
+                raise PipefileError(
+                    f"{path} is declared an invariant (a source) but rule "
+                    f"{describe(producer[path])} produces it",
+                    where=format_where(inv.where),
+                )
+        self.deps: list[tuple[int, ...]] = []
+        for r in self.rules:
+            seen: dict[int, None] = {}
+            for p in r.inputs:
+                q = producer.get(p)
+                if q is not None:
+                    seen[q.index] = None
+            self.deps.append(tuple(seen))
+        self._check_cycles()
+        for name, targets in self.aliases.items():
+            if name in producer:
+                raise PipefileError(
+                    f"alias {name!r} has the name of an output of {describe(producer[name])}",
+                    where=format_where(self.alias_where[name]),
+                )
+            for t in targets:
+                self._check_known(t, self.alias_where[name], f"alias {name!r}")
+        if self.default is not None:
+            for t in self.default[0]:
+                self._check_known(t, self.default[1], "default()")
+
+    # -- validation -------------------------------------------------------------------------------
+
+    def _check_known(self, target: str, where: tuple[str, int], what: str) -> None:
+        if self.lookup(target) is None:
+            raise PipefileError(
+                f"{what} names an unknown target {target!r}{self._suggest(target)}",
+                where=format_where(where),
+            )
+
+    def _check_cycles(self) -> None:
+        """Iterative depth-first search; a back edge closes a cycle, reported in order."""
+        deps = self.deps
+        state = bytearray(len(deps))  # 0 new, 1 on the stack, 2 done
+        for start in range(len(deps)):
+            if state[start]:
+                continue
+            stack = [(start, 0)]
+            state[start] = 1
+            while stack:
+                node, k = stack[-1]
+                ds = deps[node]
+                if k < len(ds):
+                    stack[-1] = (node, k + 1)
+                    d = ds[k]
+                    if state[d] == 0:
+                        state[d] = 1
+                        stack.append((d, 0))
+                    elif state[d] == 1:
+                        path = [n for n, _ in stack]
+                        cycle = path[path.index(d) :]
+                        # A consumer's deps are its producers: reverse to read "a feeds b".
+                        cycle.reverse()
+                        names = " -> ".join(describe(self.rules[n]) for n in cycle)
+                        first = self.rules[cycle[0]]
+                        raise PipefileError(
+                            f"dependency cycle: {names} -> {first.outputs[0]}",
+                            where=format_where(first.where),
+                        )
+                else:
+                    state[node] = 2
+                    stack.pop()
+
+    # -- targets ----------------------------------------------------------------------------------
+
+    def lookup(self, target: str) -> list[Rule] | None:
+        """The rules a target names (an empty list for an existing source), or None if unknown."""
+        if target in self.aliases:
+            out: list[Rule] = []
+            for t in self.aliases[target]:
+                rs = self.lookup(t)
+                if rs:
+                    out.extend(rs)
+            return out
+        path = self.normalise(target)
+        r = self.producer.get(path)
+        if r is not None:
+            return [r]
+        if target in self.names:
+            return list(self.names[target])
+        if path in self.invariants or os.path.isfile(os.path.join(self.root, path)):
+            return []
+        return None
+
+    def normalise(self, target: str) -> str:
+        p = os.path.normpath(target)
+        if os.path.isabs(p):
+            rel = os.path.relpath(p, self.root)
+            if not rel.startswith(".."):
+                return rel
+        return p
+
+    def _suggest(self, target: str) -> str:
+        candidates = list(self.aliases) + list(self.names) + list(self.producer)
+        close = difflib.get_close_matches(target, candidates, n=3, cutoff=0.6)
+        return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+    def resolve(self, targets: list[str]) -> list[Rule]:
+        """The rules named by `targets`, in order, each once; an unknown one is a PipefileError."""
+        out: dict[int, Rule] = {}
+        for t in targets:
+            rs = self.lookup(t)
+            if rs is None:
+                raise PipefileError(f"unknown target {t!r}{self._suggest(t)}")
+            for r in rs:
+                out[r.index] = r
+        return list(out.values())
+
+    def default_targets(self) -> list[str] | None:
+        return None if self.default is None else list(self.default[0])
+
+    def closure(self, targets: list[Rule]) -> list[int]:
+        """Indices of the targets and every rule they transitively need, in declaration order."""
+        deps = self.deps
+        seen = bytearray(len(deps))
+        stack = [r.index for r in targets]
+        for i in stack:
+            seen[i] = 1
+        while stack:
+            i = stack.pop()
+            for d in deps[i]:
+                if not seen[d]:
+                    seen[d] = 1
+                    stack.append(d)
+        return [i for i in range(len(deps)) if seen[i]]

@@ -1,0 +1,119 @@
+"""Is this rule stale, and why: contract §2 as reasons, not a bool, for `build`, `-n`, `-v` and `status`.
+
+File contents are known through `FileStates`: stat first, the stored digest when the stat matches and
+is not racy, a fresh hash otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .filesystem import DIRECTORY, FileSystem, is_racy
+from .rules import Rule
+from .store import RuleRecord, Store
+
+MISSING = b""  # the digest of a file that does not exist
+UNKNOWN = b"?"  # a dry run's stand-in for an output that would be rebuilt
+
+
+class Reason(NamedTuple):
+    kind: str  # forced | new | action | params | inputs | input | missing | modified | needed
+    path: str = ""
+
+    def __str__(self) -> str:
+        return {
+            "forced": "forced",
+            "new": "never built",
+            "action": "action changed",
+            "params": "params changed",
+            "inputs": "its list of inputs changed",
+            "input": f"input {self.path} changed",
+            "missing": f"output {self.path} missing",
+            "modified": f"output {self.path} modified since it was built",
+            "needed": f"its temp files are needed by {self.path}",
+        }[self.kind]
+
+
+class FileStates:
+    """Current digests of files for one build, stat-first, memoised.
+
+    The store's file table caches (stat, digest); a file whose stat matches and was not racy when
+    recorded is trusted without reading it.
+    """
+
+    def __init__(self, fs: FileSystem, store: Store) -> None:
+        self.fs = fs
+        self.store = store
+        self.memo: dict[str, bytes] = {}
+        self.start_ns = fs.now_ns()  # earlier than any read of this build: a safe "recorded" time
+        self.hashed = 0
+
+    def digest(self, path: str) -> bytes:
+        """The content digest of `path`, MISSING if absent. Raises IsADirectoryError for non-files."""
+        d = self.memo.get(path)
+        if d is not None:
+            return d
+        st = self.fs.stat(path)
+        if st is None:
+            d = MISSING
+            if path in self.store.files:
+                self.store.drop_file(path)
+        elif st is DIRECTORY:
+            raise IsADirectoryError(path)
+        else:
+            rec = self.store.files.get(path)
+            if rec is not None and rec[:4] == st and not is_racy(st[1], rec[5]):
+                d = rec[4]
+            else:
+                d = self.fs.digest(path)
+                self.hashed += 1
+                self.store.put_file(path, (*st, d, self.start_ns))
+        self.memo[path] = d
+        return d
+
+    def set(self, path: str, digest: bytes) -> None:
+        self.memo[path] = digest
+
+    def forget(self, path: str) -> None:
+        self.memo.pop(path, None)
+
+
+def reasons(
+    rule: Rule,
+    record: RuleRecord | None,
+    input_digests: tuple[bytes, ...],
+    output_digests: tuple[bytes, ...],
+    action_fp: bytes,
+    params_fp: bytes,
+    forced: bool,
+) -> list[Reason]:
+    """Why `rule` must run (contract §2); empty when it is up to date."""
+    if forced:
+        return [Reason("forced")]
+    if record is None:
+        return [Reason("new")]
+    why: list[Reason] = []
+    if record.action != action_fp:
+        why.append(Reason("action"))
+    if record.params != params_fp:
+        why.append(Reason("params"))
+    if record.inputs != rule.inputs:
+        why.append(Reason("inputs"))
+    else:
+        for path, now, then in zip(rule.inputs, input_digests, record.input_digests):
+            if now != then:
+                why.append(Reason("input", path))
+    if record.outputs != rule.outputs:
+        why.append(Reason("new"))
+    else:
+        for path, now, then in zip(rule.outputs, output_digests, record.output_digests):
+            if now == MISSING:
+                why.append(Reason("missing", path))
+            elif now != then:
+                why.append(Reason("modified", path))
+    return why
+
+
+def only_missing(why: list[Reason]) -> bool:
+    """A temp rule whose files are merely gone is not stale by itself (contract §1)."""
+    return bool(why) and all(r.kind == "missing" for r in why)

@@ -1,0 +1,111 @@
+"""Frozen data the Pipefile declares: rules, shell actions, tracked sources, and where each was declared."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+
+class ShAction:
+    """A shell command template; see `buildpipe.sh`."""
+
+    __slots__ = ("command", "where")
+
+    def __init__(self, command: str, where: tuple[str, int] | None = None) -> None:
+        self.command = command
+        self.where = where
+
+    def __repr__(self) -> str:
+        return f"sh({self.command!r})"
+
+
+class Invariant:
+    """A file tracked by content with no rule producing it: a source."""
+
+    __slots__ = ("path", "where")
+
+    def __init__(self, path: str, where: tuple[str, int]) -> None:
+        self.path = path
+        self.where = where
+
+    def __repr__(self) -> str:
+        return f"invariant({self.path!r})"
+
+
+class Rule:
+    """A file-generating rule. Named in messages by its first output.
+
+    outputs/inputs are normalised paths relative to the Pipefile's directory (inputs outside the
+    project stay absolute). `shape` says how the action receives its outputs: None for one Path,
+    "list" for a list, or a tuple of keys for a dict.
+    """
+
+    __slots__ = ("outputs", "inputs", "action", "params", "temp", "where", "shape", "name", "index")
+
+    def __init__(
+        self,
+        outputs: tuple[str, ...],
+        inputs: tuple[str, ...],
+        action: Callable[..., Any] | ShAction | None,
+        params: dict[str, Any] | None,
+        temp: bool,
+        where: tuple[str, int],
+        shape: None | str | tuple[str, ...],
+        name: str | None,
+    ) -> None:
+        self.outputs = outputs
+        self.inputs = inputs
+        self.action = action
+        self.params = params
+        self.temp = temp
+        self.where = where
+        self.shape = shape
+        self.name = name
+        self.index = -1
+
+    def __call__(self, func: Callable[..., Any]) -> Rule:
+        """Decorator form: `@rule(outputs, ...)` binds the decorated function as the action."""
+        if self.action is not None:
+            from .errors import PipefileError
+
+            raise PipefileError(
+                f"rule {self.outputs[0]} already has an action", where=format_where(self.where)
+            )
+        if not callable(func):
+            from .errors import PipefileError
+
+            raise PipefileError(
+                f"@rule must decorate a function, not {type(func).__name__}",
+                where=format_where(self.where),
+            )
+        self.action = func
+        if self.name is None:
+            self.name = getattr(func, "__name__", None)
+        return self
+
+    @property
+    def id(self) -> str:
+        return self.outputs[0]
+
+    def __repr__(self) -> str:
+        return f"<Rule {self.outputs[0]}>"
+
+
+_root: list[str] = [""]
+
+
+def set_location_root(root: str) -> None:
+    """Declarations are shown relative to this directory (the Pipefile's)."""
+    _root[0] = root
+
+
+def format_where(where: tuple[str, int] | None) -> str:
+    """`Pipefile.py:12` for a declaration; relative to the Pipefile's directory when inside it."""
+    if where is None:
+        return "?"
+    filename, line = where
+    root = _root[0]
+    if root and filename.startswith(root + os.sep):
+        filename = filename[len(root) + 1 :]
+    return f"{filename}:{line}"
