@@ -99,14 +99,16 @@ class Build:
 
     # -- planning ---------------------------------------------------------------------------------
 
-    def _targets(self) -> list[Rule]:
+    def _targets(self) -> tuple[list[Rule], bool]:
+        """The rules to build, and whether they were named (rather than "everything")."""
         g = self.graph
         targets = self.opts.targets
         if targets is None:
             targets = g.default_targets()
         if targets is None:
-            return list(g.rules)
-        return g.resolve(targets)
+            # Everything: temp rules are built only for their consumers, never for themselves.
+            return [r for r in g.rules if not r.temp], False
+        return g.resolve(targets), True
 
     def _check_sources(self, wanted: list[int]) -> None:
         producer = self.graph.producer
@@ -129,8 +131,8 @@ class Build:
     def run(self) -> BuildSummary:
         t0 = time.perf_counter()
         g, rules, opts = self.graph, self.rules, self.opts
-        targets = self._targets()
-        target_ids = {r.index for r in targets}
+        targets, named = self._targets()
+        target_ids = {r.index for r in targets} if named else set()
         wanted = g.closure(targets)
         self._check_sources(wanted)
         forced = {r.index for r in g.resolve(opts.force)} if opts.force else set()
@@ -351,7 +353,7 @@ class Build:
                 executor.shutdown(kill=bool(running))
             if not dry:
                 store.flush()
-        summary.blocked += sum(1 for i in wanted if state[i] in (WAITING, QUEUED))
+        summary.blocked += sum(1 for i in wanted if state[i] in (WAITING, QUEUED, RUNNING))
         summary.interrupted = self.signal
         summary.seconds = time.perf_counter() - t0
         self.reporter.end(summary)
