@@ -38,6 +38,22 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="append", default=[], metavar="TARGET", help="run this target's rule(s) even if up to date")
     b.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
     b.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+
+    w = sub.add_parser("watch", help="build, then rebuild whenever a tracked input or the Pipefile changes")
+    targets(w)
+    w.add_argument("-j", "--jobs", type=int, metavar="N", help="run N rules at once")
+    w.add_argument("-k", "--keep-going", action="store_true", help="build all that does not depend on a failure")
+    w.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
+    w.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+
+    st = sub.add_parser("status", help="what is stale and why; exit 1 if anything is")
+    targets(st)
+    sub.add_parser("list", help="the targets, aliases and rules, with where each was declared")
+    gr = sub.add_parser("graph", help="the dependency graph")
+    targets(gr)
+    gr.add_argument("--format", choices=["text", "dot"], default="text")
+    cl = sub.add_parser("clean", help="delete outputs and their records (never sources)")
+    targets(cl)
     return p
 
 
@@ -114,6 +130,14 @@ def _jobs(args: argparse.Namespace, settings: dict[str, Any]) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    summary = run_build(Project(args), args)
+    if summary.interrupted:
+        raise Interrupted(summary.interrupted)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def run_build(project: Project, args: argparse.Namespace) -> Any:
+    """One build of the loaded project as the command line asks; returns the BuildSummary."""
     from .build import Build, BuildOptions, MissingSourceError
     from .console import make_reporter, warn
     from .executor import ForkExecutor
@@ -121,41 +145,149 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .rules import format_where
     from .store import open_state
 
-    project = Project(args)
     jobs = _jobs(args, project.settings)
+    dry_run = getattr(args, "dry_run", False)
     verbosity = -1 if args.quiet else 1 if args.verbose else 0
     graph = project.graph
 
     def waiting(holder: str) -> None:
         warn(f"waiting for another pipe (pid {holder}) to finish with {project.state_dir} ...")
 
-    store, lock = open_state(project.state_dir, None if args.dry_run else waiting, lock=not args.dry_run)
+    store, lock = open_state(project.state_dir, waiting, lock=not dry_run)
     try:
-        reporter = make_reporter(graph.rules, verbosity, args.dry_run)
         build = Build(
             graph,
             store,
             RealFileSystem(),
             lambda: ForkExecutor(graph.rules, jobs, close_fds=lock.fds()),
-            reporter,
+            make_reporter(graph.rules, verbosity, dry_run),
             BuildOptions(
                 targets=args.targets or None,
                 keep_going=args.keep_going,
-                dry_run=args.dry_run,
-                force_all=args.always_make,
-                force=args.force,
+                dry_run=dry_run,
+                force_all=getattr(args, "always_make", False),
+                force=getattr(args, "force", []),
             ),
+        )
+        try:
+            return build.run()
+        except MissingSourceError as e:
+            raise PipefileError(str(e), where=format_where(e.where))
+    finally:
+        store.close()
+        lock.release()
+
+
+def _wanted(project: Project, targets: list[str]) -> list[int]:
+    g = project.graph
+    if targets:
+        return g.closure(g.resolve(targets))
+    default = g.default_targets()
+    if default is not None:
+        return g.closure(g.resolve(default))
+    return list(range(len(g.rules)))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .build import Build, BuildOptions, MissingSourceError
+    from .console import summary_text
+    from .filesystem import RealFileSystem
+    from .rules import format_where
+    from .store import open_state
+
+    project = Project(args)
+    graph = project.graph
+    store, lock = open_state(project.state_dir, lock=False)
+    try:
+        build = Build(
+            graph,
+            store,
+            RealFileSystem(),
+            lambda: None,  # type: ignore[arg-type,return-value]
+            _Silent(),
+            BuildOptions(targets=args.targets or None, dry_run=True),
         )
         try:
             summary = build.run()
         except MissingSourceError as e:
             raise PipefileError(str(e), where=format_where(e.where))
     finally:
+        store.db.close()
+    for i, why in summary.would_run:
+        r = graph.rules[i]
+        print(f"stale {r.outputs[0]} ({format_where(r.where)}): {', '.join(map(str, why))}")
+    print(summary_text(summary, graph.rules, dry_run=True).replace("would run", "stale"))
+    return EXIT_FAILED if summary.would_run else EXIT_OK
+
+
+class _Silent:
+    def begin(self, total: int) -> None: ...
+    def started(self, rule: Any, why: Any) -> None: ...
+    def finished(self, rule: Any, result: Any, seconds: float) -> None: ...
+    def progress(self, done: int, total: int, running: Any) -> None: ...
+    def end(self, summary: Any) -> None: ...
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .describe import list_text
+
+    print(list_text(Project(args).graph))
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .describe import dot_text, tree_text
+
+    project = Project(args)
+    g = project.graph
+    wanted = _wanted(project, args.targets)
+    if args.format == "dot":
+        print(dot_text(g, wanted))
+    else:
+        if args.targets:
+            tops = g.resolve(args.targets)
+        else:
+            consumed = {p for i in wanted for p in g.rules[i].inputs}
+            tops = [g.rules[i] for i in wanted if not any(o in consumed for o in g.rules[i].outputs)]
+        print(tree_text(g, tops))
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from .clean import clean
+    from .console import plural, warn
+    from .store import open_state
+
+    project = Project(args)
+    g = project.graph
+    wanted = _wanted(project, args.targets) if args.targets else list(range(len(g.rules)))
+
+    def waiting(holder: str) -> None:
+        warn(f"waiting for another pipe (pid {holder}) to finish with {project.state_dir} ...")
+
+    store, lock = open_state(project.state_dir, waiting)
+    try:
+        deleted, refused = clean(g, store, wanted)
+    finally:
         store.close()
         lock.release()
-    if summary.interrupted:
-        raise Interrupted(summary.interrupted)
-    return EXIT_OK if summary.ok else EXIT_FAILED
+    for path in refused:
+        warn(f"refused to delete {path}: it lies outside the project or is a source")
+    print(f"removed {plural(len(deleted), 'file')}")
+    return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build}
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    return watch(args, Project, run_build)
+
+
+COMMANDS = {
+    "build": cmd_build,
+    "watch": cmd_watch,
+    "status": cmd_status,
+    "list": cmd_list,
+    "graph": cmd_graph,
+    "clean": cmd_clean,
+}

@@ -17,7 +17,7 @@ UNKNOWN = b"?"  # a dry run's stand-in for an output that would be rebuilt
 
 
 class Reason(NamedTuple):
-    kind: str  # forced | new | action | params | inputs | input | missing | modified | needed
+    kind: str  # forced new action params inputs input upstream missing modified needed
     path: str = ""
 
     def __str__(self) -> str:
@@ -28,6 +28,7 @@ class Reason(NamedTuple):
             "params": "params changed",
             "inputs": "its list of inputs changed",
             "input": f"input {self.path} changed",
+            "upstream": f"input {self.path} would be rebuilt",
             "missing": f"output {self.path} missing",
             "modified": f"output {self.path} modified since it was built",
             "needed": f"its temp files are needed by {self.path}",
@@ -102,7 +103,7 @@ def reasons(
     else:
         for path, now, then in zip(rule.inputs, input_digests, record.input_digests):
             if now != then:
-                why.append(Reason("input", path))
+                why.append(Reason("upstream" if now == UNKNOWN else "input", path))
     if record.outputs != rule.outputs:
         why.append(Reason("new"))
     else:
