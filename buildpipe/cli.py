@@ -32,17 +32,27 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build targets and what they need")
     targets(b)
     b.add_argument("-j", "--jobs", type=int, metavar="N", help="run N rules at once")
-    b.add_argument("-k", "--keep-going", action="store_true", help="build all that does not depend on a failure")
+    b.add_argument(
+        "-k", "--keep-going", action="store_true", help="build all that does not depend on a failure"
+    )
     b.add_argument("-n", "--dry-run", action="store_true", help="say what would run and why; run nothing")
     b.add_argument("-B", "--always-make", action="store_true", help="run every needed rule")
-    b.add_argument("--force", action="append", default=[], metavar="TARGET", help="run this target's rule(s) even if up to date")
+    b.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="run this target's rule(s) even if up to date",
+    )
     b.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
     b.add_argument("-q", "--quiet", action="store_true", help="print only failures")
 
     w = sub.add_parser("watch", help="build, then rebuild whenever a tracked input or the Pipefile changes")
     targets(w)
     w.add_argument("-j", "--jobs", type=int, metavar="N", help="run N rules at once")
-    w.add_argument("-k", "--keep-going", action="store_true", help="build all that does not depend on a failure")
+    w.add_argument(
+        "-k", "--keep-going", action="store_true", help="build all that does not depend on a failure"
+    )
     w.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
     w.add_argument("-q", "--quiet", action="store_true", help="print only failures")
 
@@ -104,9 +114,7 @@ class Project:
             )
         self.root = os.path.dirname(path)
         state_dir = self.settings.get("state-dir")
-        self.state_dir = (
-            os.path.abspath(state_dir) if state_dir else os.path.join(self.root, ".buildpipe")
-        )
+        self.state_dir = os.path.abspath(state_dir) if state_dir else os.path.join(self.root, ".buildpipe")
         os.chdir(self.root)
         from .graph import Graph
         from .pipefile import load

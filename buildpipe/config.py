@@ -33,9 +33,7 @@ def _check(table: dict[str, Any], source: str) -> dict[str, Any]:
     for key, value in table.items():
         want = KEYS.get(key)
         if want is None:
-            raise UsageError(
-                f"{source}: unknown setting {key!r} (known: {', '.join(sorted(KEYS))})"
-            )
+            raise UsageError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(KEYS))})")
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if ok and want is int and value < 1:
             ok = False

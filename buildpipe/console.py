@@ -53,10 +53,7 @@ def summary_text(s: BuildSummary, rules: list[Rule], dry_run: bool) -> str:
             return f"nothing to do: {plural(s.wanted, 'rule')} up to date"
         return f"{plural(len(s.would_run), 'rule')} would run, {s.up_to_date} up to date"
     if s.interrupted:
-        return (
-            f"interrupted: {plural(len(s.ran), 'rule')} finished and recorded, "
-            f"{s.blocked} not run"
-        )
+        return f"interrupted: {plural(len(s.ran), 'rule')} finished and recorded, {s.blocked} not run"
     if s.failed:
         names = ", ".join(rules[i].outputs[0] for i, _ in s.failed)
         text = f"{plural(len(s.failed), 'rule')} failed ({names})"

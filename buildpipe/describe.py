@@ -27,9 +27,7 @@ def list_text(g: Graph) -> str:
     if g.aliases:
         lines.append("aliases:")
         for name, targets in g.aliases.items():
-            lines.append(
-                f"  {name} -> {' '.join(targets)}  {format_where(g.alias_where[name])}"
-            )
+            lines.append(f"  {name} -> {' '.join(targets)}  {format_where(g.alias_where[name])}")
     if g.invariants:
         lines.append("invariants:")
         for path, inv in g.invariants.items():

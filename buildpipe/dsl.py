@@ -150,8 +150,7 @@ def rule(
         shape = "list"
     else:
         raise PipefileError(
-            f"outputs must be a path, a list of paths or a dict of paths, not "
-            f"{type(outputs).__name__}",
+            f"outputs must be a path, a list of paths or a dict of paths, not {type(outputs).__name__}",
             where=format_where(where),
         )
     if not outs:
@@ -187,9 +186,7 @@ def rule(
             f"temp must be True or False, not {type(temp).__name__}", where=format_where(where)
         )
     if name is not None and not isinstance(name, str):
-        raise PipefileError(
-            f"name must be a string, not {type(name).__name__}", where=format_where(where)
-        )
+        raise PipefileError(f"name must be a string, not {type(name).__name__}", where=format_where(where))
     r = Rule(outs, ins, action, params, temp, where, shape, name)
     reg.rules.append(r)
     return r

@@ -93,9 +93,7 @@ def _call(rule: Rule) -> None:
         return
     outs = [Path(o) for o in rule.outputs]
     shape = rule.shape
-    output: Any = (
-        outs[0] if shape is None else outs if shape == "list" else dict(zip(shape, outs))
-    )
+    output: Any = outs[0] if shape is None else outs if shape == "list" else dict(zip(shape, outs))
     inputs = [Path(i) for i in rule.inputs]
     key = id(action)
     wants = _wants_params.get(key)

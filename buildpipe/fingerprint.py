@@ -62,7 +62,7 @@ class Fingerprinter:
             h.update(f"callable\0{t.__module__}.{t.__qualname__}\0".encode())
             if isinstance(obj, types.BuiltinFunctionType):
                 h.update(f"{obj.__module__}.{obj.__qualname__}".encode())
-            call = getattr(t, "__call__", None)
+            call = next((k.__dict__["__call__"] for k in t.__mro__ if "__call__" in k.__dict__), None)
             if isinstance(call, types.FunctionType):
                 self._function(call, h, active)
 

@@ -111,9 +111,7 @@ class Store:
                 "mtime INTEGER, ctime INTEGER, ino INTEGER, digest BLOB, recorded INTEGER) "
                 "WITHOUT ROWID"
             )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rules(id TEXT PRIMARY KEY, record BLOB) WITHOUT ROWID"
-            )
+            db.execute("CREATE TABLE IF NOT EXISTS rules(id TEXT PRIMARY KEY, record BLOB) WITHOUT ROWID")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
             db.execute("COMMIT")
             return
