@@ -49,6 +49,16 @@ def _caller() -> tuple[str, int]:
 
 
 def _norm(path: Any, root: str, where: tuple[str, int], what: str) -> str:
+    if (
+        type(path) is str
+        and path
+        and path[0] not in "/."
+        and path[-1] != "/"
+        and "//" not in path
+        and "/." not in path
+        and "\0" not in path
+    ):
+        return path  # already normal: the common case, kept cheap
     if isinstance(path, str):
         p = path
     elif isinstance(path, PurePath):
@@ -84,7 +94,9 @@ def _inputs(inputs: Any, root: str, where: tuple[str, int]) -> tuple[str, ...]:
         )
     out: list[str] = []
     for item in inputs:
-        if isinstance(item, Rule):
+        if type(item) is str:
+            out.append(_norm(item, root, where, "an input"))
+        elif isinstance(item, Rule):
             out.extend(item.outputs)
         elif isinstance(item, Invariant):
             out.append(item.path)

@@ -93,6 +93,15 @@ def reasons(
         return [Reason("forced")]
     if record is None:
         return [Reason("new")]
+    if (
+        record.input_digests == input_digests
+        and record.output_digests == output_digests
+        and record.action == action_fp
+        and record.params == params_fp
+        and record.inputs == rule.inputs
+        and record.outputs == rule.outputs
+    ):
+        return []  # the common case, decided without a loop
     why: list[Reason] = []
     if record.action != action_fp:
         why.append(Reason("action"))
