@@ -69,8 +69,9 @@ class Reporter(Protocol):
 
 
 class MissingSourceError(Exception):
-    def __init__(self, path: str, rule: Rule, directory: bool) -> None:
-        what = "is a directory, not a file" if directory else "does not exist"
+    """A source the build needs is absent, not a file, or unreadable."""
+
+    def __init__(self, path: str, rule: Rule, what: str) -> None:
         super().__init__(f"source {path} {what}; needed by rule {describe(rule)}")
         self.where = rule.where
 
@@ -120,11 +121,11 @@ class Build:
                     try:
                         d = digest(p)
                     except IsADirectoryError:
-                        raise MissingSourceError(p, r, directory=True)
+                        raise MissingSourceError(p, r, "is a directory, not a file")
                     except OSError as e:
-                        raise MissingSourceError(p, r, directory=False) from e
+                        raise MissingSourceError(p, r, f"cannot be read ({e.strerror})")
                     if d == MISSING:
-                        raise MissingSourceError(p, r, directory=False)
+                        raise MissingSourceError(p, r, "does not exist")
 
     # -- the loop ---------------------------------------------------------------------------------
 

@@ -128,16 +128,17 @@ def _signame(signum: int) -> str:
 
 def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
     """Delete the old outputs, run the action, then stat and hash what it produced."""
-    for o in rule.outputs:
-        try:
-            os.unlink(o)
-        except FileNotFoundError:
-            pass
-        except IsADirectoryError:
-            return False, None, f"output {o} is a directory"
-        d = os.path.dirname(o)
-        if d:
-            os.makedirs(d, exist_ok=True)
+    try:
+        for o in rule.outputs:
+            try:
+                os.unlink(o)
+            except FileNotFoundError:
+                pass
+            d = os.path.dirname(o)
+            if d:
+                os.makedirs(d, exist_ok=True)
+    except OSError as e:
+        return False, None, f"cannot prepare the outputs: {e}"
     try:
         _call(rule)
     except _ShellFailed as e:
@@ -160,7 +161,10 @@ def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
         if st is None or st[0] < 0:
             missing.append(o)
             continue
-        states.append((*st, digest_path(o), recorded))
+        try:
+            states.append((*st, digest_path(o), recorded))
+        except OSError as e:
+            return False, None, f"cannot read the output {o}: {e.strerror}"
     if missing:
         return False, None, "the action did not create " + ", ".join(missing)
     return True, states, ""
@@ -224,6 +228,7 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
     cfd = capture.fileno()
     os.dup2(cfd, 1)
     os.dup2(cfd, 2)
+    home = os.getcwd()
     while True:
         try:
             (index,) = _HEADER.unpack(_read_exact(job_fd, 4))
@@ -232,6 +237,8 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
         os.ftruncate(cfd, 0)
         os.lseek(cfd, 0, os.SEEK_SET)
         ok, states, error = run_rule(rules[index])
+        if os.getcwd() != home:  # an action that changed directory must not move the next one
+            os.chdir(home)
         size = os.lseek(cfd, 0, os.SEEK_END)
         start = max(0, size - LOG_LIMIT)
         log = os.pread(cfd, size - start, start).decode("utf-8", "replace") if size else ""
@@ -314,7 +321,16 @@ class ForkExecutor:
     def wait(self, timeout: float | None) -> list[Result]:
         """Results of finished rules; [] when `timeout` passed first."""
         results: list[Result] = []
-        for key, _ in self.selector.select(timeout):
+        events = self.selector.select(timeout)
+        if not events:
+            # A worker whose action forked keeps its result pipe open through the grandchild
+            # even after it died: look for dead busy workers by pid as well.
+            for w in list(self.workers):
+                if w.index >= 0:
+                    pid, status = os.waitpid(w.pid, os.WNOHANG)
+                    if pid == w.pid:
+                        results.extend(self._died(w, status))
+        for key, _ in events:
             w: _Worker = key.data
             try:
                 data = os.read(w.result_r, 1 << 16)
@@ -335,12 +351,13 @@ class ForkExecutor:
                 results.append(Result(index, ok, states, log, error))
         return results
 
-    def _died(self, w: _Worker) -> list[Result]:
+    def _died(self, w: _Worker, status: int | None = None) -> list[Result]:
         self.selector.unregister(w.result_r)
         os.close(w.result_r)
         os.close(w.job_w)
         self.workers.remove(w)
-        _, status = os.waitpid(w.pid, 0)
+        if status is None:
+            status = os.waitpid(w.pid, 0)[1]
         if w.index < 0:
             return []
         self._running -= 1
