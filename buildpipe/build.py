@@ -63,7 +63,7 @@ class BuildSummary:
 class Reporter(Protocol):
     def begin(self, total: int) -> None: ...
     def started(self, rule: Rule, why: list[Reason]) -> None: ...
-    def finished(self, rule: Rule, result: Result, seconds: float) -> None: ...
+    def finished(self, rule: Rule, result: Result, seconds: float, done: int) -> None: ...
     def progress(self, done: int, total: int, running: list[Rule]) -> None: ...
     def end(self, summary: BuildSummary) -> None: ...
 
@@ -216,12 +216,13 @@ class Build:
             )
             if not w:
                 state[i] = UPTODATE
-                summary.up_to_date += 1
                 settle(i)
             elif r.temp and only_missing(w) and i not in target_ids:
                 state[i] = DEFERRED
                 settle(i)
             else:
+                if r.temp:  # its files being gone is normal, not news
+                    w = [x for x in w if x.kind != "missing"] or w
                 why[i] = w
                 must_run(i)
 
@@ -278,8 +279,8 @@ class Build:
                 state[i] = FAILED
                 summary.failed.append((i, res))
                 store.drop_rule(r.outputs[0])  # never trusted again until it succeeds
-                self.reporter.finished(r, res, seconds)
                 block(i)
+                self.reporter.finished(r, res, seconds, done)
                 return
             summary.ran.append(i)
             if dry:
@@ -302,7 +303,6 @@ class Build:
                 )
                 store.put_rule(r.outputs[0], record)
                 records[i] = record
-                self.reporter.finished(r, res, seconds)
             state[i] = BUILT
             for c in mat_waiters.pop(i, ()):
                 if state[c] == QUEUED:
@@ -311,6 +311,8 @@ class Build:
                         runnable.append(c)
             if not settled_flag[i]:
                 settle(i)
+            if not dry:
+                self.reporter.finished(r, res, seconds, done)
 
         old_handlers = self._install_signals()
         last_flush = last_progress = time.perf_counter()
@@ -354,6 +356,8 @@ class Build:
                 executor.shutdown(kill=bool(running))
             if not dry:
                 store.flush()
+        ran = set(summary.ran)
+        summary.up_to_date = sum(1 for i in wanted if state[i] in (UPTODATE, DEFERRED) and i not in ran)
         summary.blocked += sum(1 for i in wanted if state[i] in (WAITING, QUEUED, RUNNING))
         summary.interrupted = self.signal
         summary.seconds = time.perf_counter() - t0

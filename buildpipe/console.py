@@ -82,7 +82,6 @@ class PlainReporter:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.total = 0
-        self.count = 0
 
     def begin(self, total: int) -> None:
         self.total = total
@@ -91,12 +90,11 @@ class PlainReporter:
         if self.verbosity > 0:
             self.line(f"run {rule.outputs[0]}: {', '.join(map(str, why))}")
 
-    def finished(self, rule: Rule, result: Result, seconds: float) -> None:
-        self.count += 1
+    def finished(self, rule: Rule, result: Result, seconds: float, done: int) -> None:
         if not result.ok:
             self.failure(failure_text(rule, result))
         elif self.verbosity >= 0:
-            self.line(f"[{self.count}/{self.total}] {rule.outputs[0]}")
+            self.line(f"[{done}/{self.total}] {rule.outputs[0]}")
             if self.verbosity > 0 and result.log.strip():
                 self.line(_indent(result.log))
 

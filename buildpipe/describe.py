@@ -19,7 +19,8 @@ def list_text(g: Graph) -> str:
         lines.append("rules:")
         width = min(40, max(len(r.outputs[0]) for r in g.rules))
         for r in g.rules:
-            extra = f" (+{len(r.outputs) - 1} outputs)" if len(r.outputs) > 1 else ""
+            more = len(r.outputs) - 1
+            extra = f" (+{more} output{'s' if more > 1 else ''})" if more else ""
             flags = " [temp]" if r.temp else ""
             lines.append(
                 f"  {r.outputs[0]:<{width}}  {format_where(r.where)}  {_action_name(r)}{extra}{flags}"

@@ -1,13 +1,14 @@
 """Stable fingerprints of actions and params: what "the action changed" means (contract §2 item 5).
 
-A Python function's fingerprint covers its bytecode (never line numbers), constants without the
-docstring, default values, closure values, the plain-data module-level names it reads, and -
+A Python function's fingerprint covers its instructions (never line numbers), the constants they
+load (so not the docstring), default values, closure values, the plain-data module-level names it reads, and -
 transitively - the Pipefile functions it calls or reads from containers. Everything else (modules,
 classes, other objects) is not tracked. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import dis
 import functools
 import sys
 import types
@@ -18,7 +19,7 @@ import xxhash
 
 from .rules import ShAction
 
-_HAS_DOC_FLAG = getattr(__import__("inspect"), "CO_HAS_DOCSTRING", 0)  # Python 3.14+
+_CONST_OPS = frozenset(dis.hasconst)
 
 
 class Fingerprinter:
@@ -78,7 +79,7 @@ class Fingerprinter:
         active.add(key)
         inner = xxhash.xxh3_128()
         names: set[str] = set()
-        self._code(func.__code__, inner, names, is_function=True)
+        self._code(func.__code__, inner, names)
         inner.update(b"defaults\0")
         self._value(func.__defaults__, inner, active)
         self._value(func.__kwdefaults__, inner, active)
@@ -102,26 +103,31 @@ class Fingerprinter:
         self._keep.append(func)
         h.update(digest)
 
-    def _code(self, code: types.CodeType, h: Any, names: set[str], is_function: bool) -> None:
-        h.update(code.co_code)
-        h.update(code.co_exceptiontable if hasattr(code, "co_exceptiontable") else b"")
+    def _code(self, code: types.CodeType, h: Any, names: set[str]) -> None:
+        """The instructions with their arguments resolved to values, never to table positions.
+
+        Hashing resolved values rather than co_code and co_consts makes a docstring - stored as a
+        constant that no instruction loads - and the slot order of constants irrelevant, while every
+        constant, name and jump the function executes still counts. Line numbers never enter.
+        """
         h.update(
             f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount},"
             f"{code.co_flags & 0xFFFF}\0".encode()
         )
-        h.update("\0".join(code.co_names).encode("utf-8", "surrogatepass") + b"\1")
-        h.update("\0".join(code.co_varnames).encode("utf-8", "surrogatepass") + b"\1")
-        h.update("\0".join(code.co_freevars + code.co_cellvars).encode() + b"\1")
+        h.update("\0".join(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]).encode())
         names.update(code.co_names)
-        consts = code.co_consts
-        if is_function and consts and _has_docstring(code):
-            consts = (None,) + consts[1:]
-        for c in consts:
-            if isinstance(c, types.CodeType):
+        for ins in dis.get_instructions(code):
+            h.update(ins.opname.encode() + b"\0")
+            if ins.arg is None:
+                continue
+            value = ins.argval
+            if isinstance(value, types.CodeType):
                 h.update(b"code\0")
-                self._code(c, h, names, is_function=not c.co_name.startswith("<"))
+                self._code(value, h, names)
+            elif ins.opcode in _CONST_OPS:
+                _plain(value, h)
             else:
-                _plain(c, h)
+                h.update(repr(value).encode("utf-8", "surrogatepass") + b"\0")
 
     def _tracked(self, value: Any, func: types.FunctionType) -> bool:
         """Module-level names worth following: plain data, and functions of this Pipefile/module."""
@@ -158,13 +164,6 @@ class Fingerprinter:
             h.update(b">")
         else:
             h.update(f"obj\0{type(value).__module__}.{type(value).__qualname__}\0".encode())
-
-
-def _has_docstring(code: types.CodeType) -> bool:
-    if _HAS_DOC_FLAG:
-        return bool(code.co_flags & _HAS_DOC_FLAG)
-    # Up to Python 3.13 a function's first constant is its docstring, or None when it has none.
-    return isinstance(code.co_consts[0], str)
 
 
 def _is_plain_scalar(value: Any) -> bool:
