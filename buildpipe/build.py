@@ -29,7 +29,7 @@ from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
 from .rebuilder import MISSING, UNKNOWN, FileStates, Reason, only_missing, reasons
 from .rules import Rule
-from .store import RuleRecord, Store
+from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
 WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
 FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
@@ -154,7 +154,7 @@ class Build:
         blockers: dict[int, int] = {}  # rule -> materialisations it still waits for
         mat_waiters: dict[int, list[int]] = {}
         records: dict[int, RuleRecord | None] = {}
-        snapshots: dict[int, tuple[bytes, ...]] = {}
+        snapshots: dict[int, bytes] = {}
         started_at: dict[int, float] = {}
         running: dict[int, Rule] = {}
         summary = BuildSummary(wanted=len(wanted))
@@ -165,17 +165,18 @@ class Build:
         executor: Executor | None = None
         self.reporter.begin(len(wanted))
 
-        def input_digests(r: Rule) -> tuple[bytes, ...]:
+        def input_digests(r: Rule) -> bytes:
             """Current input digests; a deferred temp rule's files count as what it recorded."""
             out = []
             for p in r.inputs:
                 q = g.producer.get(p)
                 if q is not None and state[q.index] == DEFERRED:
                     rec = records.get(q.index)
-                    out.append(rec.output_digests[rec.outputs.index(p)] if rec else MISSING)
+                    k = q.outputs.index(p) * DIGEST_SIZE
+                    out.append(rec.output_digests[k : k + DIGEST_SIZE] if rec else MISSING)
                 else:
                     out.append(states.digest(p))
-            return tuple(out)
+            return b"".join(out)
 
         def settle(i: int) -> None:
             nonlocal done
@@ -209,7 +210,7 @@ class Build:
                 r,
                 rec,
                 input_digests(r),
-                tuple(states.digest(o) for o in r.outputs),
+                b"".join([states.digest(o) for o in r.outputs]),
                 fp.action(r.action),
                 params_fingerprint(r.params),
                 opts.force_all or i in forced,
@@ -255,7 +256,7 @@ class Build:
         def dispatch(i: int) -> None:
             nonlocal executor
             r = rules[i]
-            snapshots[i] = tuple(states.digest(p) for p in r.inputs)  # before it runs
+            snapshots[i] = b"".join([states.digest(p) for p in r.inputs])  # before it runs
             for o in r.outputs:
                 states.forget(o)
             state[i] = RUNNING
@@ -294,12 +295,12 @@ class Build:
                     states.set(o, st[4])
                     digests.append(st[4])
                 record = RuleRecord(
-                    r.inputs,
+                    paths_key(r.inputs),
                     snapshots.pop(i),
                     fp.action(r.action),
                     params_fingerprint(r.params),
-                    r.outputs,
-                    tuple(digests),
+                    paths_key(r.outputs),
+                    b"".join(digests),
                 )
                 store.put_rule(r.outputs[0], record)
                 records[i] = record

@@ -10,10 +10,10 @@ from typing import NamedTuple
 
 from .filesystem import DIRECTORY, FileSystem, is_racy
 from .rules import Rule
-from .store import RuleRecord, Store
+from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
-MISSING = b""  # the digest of a file that does not exist
-UNKNOWN = b"?"  # a dry run's stand-in for an output that would be rebuilt
+MISSING = b"\0" * DIGEST_SIZE  # the digest of a file that does not exist
+UNKNOWN = b"?" * DIGEST_SIZE  # a dry run's stand-in for an output that would be rebuilt
 
 
 class Reason(NamedTuple):
@@ -79,27 +79,35 @@ class FileStates:
         self.memo.pop(path, None)
 
 
+def _split(digests: bytes) -> list[bytes]:
+    return [digests[k : k + DIGEST_SIZE] for k in range(0, len(digests), DIGEST_SIZE)]
+
+
 def reasons(
     rule: Rule,
     record: RuleRecord | None,
-    input_digests: tuple[bytes, ...],
-    output_digests: tuple[bytes, ...],
+    input_digests: bytes,
+    output_digests: bytes,
     action_fp: bytes,
     params_fp: bytes,
     forced: bool,
 ) -> list[Reason]:
-    """Why `rule` must run (contract §2); empty when it is up to date."""
+    """Why `rule` must run (contract §2); empty when it is up to date.
+
+    Digests are concatenated, DIGEST_SIZE bytes per file, in the rule's order."""
     if forced:
         return [Reason("forced")]
     if record is None:
         return [Reason("new")]
+    inputs_key = paths_key(rule.inputs)
+    outputs_key = paths_key(rule.outputs)
     if (
         record.input_digests == input_digests
         and record.output_digests == output_digests
         and record.action == action_fp
         and record.params == params_fp
-        and record.inputs == rule.inputs
-        and record.outputs == rule.outputs
+        and record.inputs_key == inputs_key
+        and record.outputs_key == outputs_key
     ):
         return []  # the common case, decided without a loop
     why: list[Reason] = []
@@ -107,16 +115,16 @@ def reasons(
         why.append(Reason("action"))
     if record.params != params_fp:
         why.append(Reason("params"))
-    if record.inputs != rule.inputs:
+    if record.inputs_key != inputs_key:
         why.append(Reason("inputs"))
     else:
-        for path, now, then in zip(rule.inputs, input_digests, record.input_digests):
+        for path, now, then in zip(rule.inputs, _split(input_digests), _split(record.input_digests)):
             if now != then:
                 why.append(Reason("upstream" if now == UNKNOWN else "input", path))
-    if record.outputs != rule.outputs:
+    if record.outputs_key != outputs_key:
         why.append(Reason("new"))
     else:
-        for path, now, then in zip(rule.outputs, output_digests, record.output_digests):
+        for path, now, then in zip(rule.outputs, _split(output_digests), _split(record.output_digests)):
             if now == MISSING:
                 why.append(Reason("missing", path))
             elif now != then:

@@ -1,16 +1,21 @@
 """The state database: one SQLite file under `.buildpipe/`, plus the lock that keeps builds apart.
 
-On-disk format (schema 1):
-  meta(key, value)                       'schema' = 1
-  files(path, size, mtime, ctime, ino, digest, recorded)
-      the last stat of a file and the xxh3-128 digest of its bytes; `recorded` is the clock
-      (ns) just before that stat was taken, which tells whether the stat can be trusted (racy).
-  rules(id, record)
-      per rule (id = first output) what its last successful run was built from and produced:
-      record = marshal((inputs, input_digests, action_fp, params_fp, outputs, output_digests)).
+On-disk format (schema 2), a snapshot plus a journal, both marshal-encoded:
+  meta(key, value)          'schema' = 2
+  snapshot(chunk, data)     marshal((files, rules)): the whole state, split in chunks of entries
+  journal(seq, data)        marshal((files, rules)) per committed batch: entries set (a value) or
+                            dropped (None) since the snapshot, applied in seq order
+where
+  files[path] = (size, mtime_ns, ctime_ns, inode, digest, recorded_ns): a file's last stat and the
+      xxh3-128 digest of its bytes; `recorded_ns` is a clock reading taken before that stat, which
+      tells whether the stat can be trusted (see filesystem.is_racy);
+  rules[id]   = RuleRecord (id = the rule's first output): what its last successful run was built
+      from and produced.
 
-Everything is loaded in one query per table and written back in batched transactions; a rule's
-record is written only after it succeeded, so a record present always describes real outputs.
+Loading is a few large reads; a build appends one journal row per batch of finished rules, and a
+build that wrote enough folds the journal into a new snapshot on close. Each write is one SQLite
+transaction, so a kill at any moment loses at most the batch being written, and a rule's record is
+written only after it succeeded: a record present always describes real outputs.
 Knows nothing of graphs or rules beyond those records.
 """
 
@@ -24,22 +29,36 @@ import sqlite3
 from collections.abc import Callable
 from typing import NamedTuple
 
+import xxhash
+
 from .errors import StoreError
 
-SCHEMA = 1
+SCHEMA = 2
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
+CHUNK_ENTRIES = 100_000  # entries per snapshot row, far below SQLite's blob limit
+DIGEST_SIZE = 16
 
 FileRecord = tuple[int, int, int, int, bytes, int]  # size, mtime, ctime, ino, digest, recorded
 
 
 class RuleRecord(NamedTuple):
-    inputs: tuple[str, ...]
-    input_digests: tuple[bytes, ...]
+    """What a rule's last successful run was built from and produced.
+
+    Path lists are kept as a digest of the list (`paths_key`); digests of several files are
+    concatenated, DIGEST_SIZE bytes each, in the rule's order."""
+
+    inputs_key: bytes
+    input_digests: bytes
     action: bytes
     params: bytes
-    outputs: tuple[str, ...]
-    output_digests: tuple[bytes, ...]
+    outputs_key: bytes
+    output_digests: bytes
+
+
+def paths_key(paths: tuple[str, ...]) -> bytes:
+    """Identifies a list of paths, order included."""
+    return xxhash.xxh3_128_digest("\0".join(paths).encode("utf-8", "surrogateescape"))
 
 
 class Lock:
@@ -79,26 +98,29 @@ class Lock:
 
 
 class Store:
-    """In-memory view of the state database, with pending writes flushed in batches."""
+    """The whole state in memory, with pending changes appended to the journal in batches."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly  # without the lock: look, never write
+        self.files: dict[str, FileRecord] = {}
+        self._rules: dict[str, tuple] = {}  # type: ignore[type-arg]
+        self._dirty_files: dict[str, FileRecord | None] = {}
+        self._dirty_rules: dict[str, tuple | None] = {}  # type: ignore[type-arg]
+        self._snapshot_bytes = 0
+        self._journal_bytes = 0
+        self._journal_rows = 0
         try:
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._init_schema()
-            self.files: dict[str, FileRecord] = {
-                row[0]: row[1:] for row in self.db.execute("SELECT * FROM files")
-            }
-            self._rules: dict[str, bytes] = dict(self.db.execute("SELECT id, record FROM rules"))
+            self._load()
         except sqlite3.DatabaseError as e:
             raise StoreError(
                 f"the state database {path} cannot be used ({e}); deleting "
                 f"{os.path.dirname(path) or '.'} is safe: the next build reruns what it needs"
             )
-        self._dirty_files: dict[str, FileRecord | None] = {}
-        self._dirty_rules: dict[str, bytes | None] = {}
 
     def _init_schema(self) -> None:
         db = self.db
@@ -106,15 +128,10 @@ class Store:
         if "meta" not in tables:
             db.execute("BEGIN IMMEDIATE")
             db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, size INTEGER, "
-                "mtime INTEGER, ctime INTEGER, ino INTEGER, digest BLOB, recorded INTEGER) "
-                "WITHOUT ROWID"
-            )
-            db.execute("CREATE TABLE IF NOT EXISTS rules(id TEXT PRIMARY KEY, record BLOB) WITHOUT ROWID")
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            db.execute("CREATE TABLE IF NOT EXISTS snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
+            db.execute("CREATE TABLE IF NOT EXISTS journal(seq INTEGER PRIMARY KEY, data BLOB)")
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
             db.execute("COMMIT")
-            return
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         found = row[0] if row else "none"
         if found != str(SCHEMA):
@@ -124,16 +141,43 @@ class Store:
                 "reruns every rule it needs)"
             )
 
+    def _load(self) -> None:
+        """Snapshot, then the journal on top, read in one transaction: a consistent view."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            files, rules = self.files, self._rules
+            for (data,) in db.execute("SELECT data FROM snapshot ORDER BY chunk"):
+                self._snapshot_bytes += len(data)
+                f, r = marshal.loads(data)
+                files.update(f)
+                rules.update(r)
+            for (data,) in db.execute("SELECT data FROM journal ORDER BY seq"):
+                self._journal_bytes += len(data)
+                self._journal_rows += 1
+                f, r = marshal.loads(data)
+                for k, v in f.items():
+                    if v is None:
+                        files.pop(k, None)
+                    else:
+                        files[k] = v
+                for k, v in r.items():
+                    if v is None:
+                        rules.pop(k, None)
+                    else:
+                        rules[k] = v
+        except (ValueError, EOFError, TypeError) as e:
+            raise sqlite3.DatabaseError(f"undecodable state: {e}")
+        finally:
+            db.execute("COMMIT")
+
     # -- reading ----------------------------------------------------------------------------------
 
     def rule(self, rule_id: str) -> RuleRecord | None:
-        blob = self._rules.get(rule_id)
-        if blob is None:
+        t = self._rules.get(rule_id)
+        if t is None or len(t) != 6:
             return None
-        try:
-            return RuleRecord(*marshal.loads(blob))
-        except (ValueError, EOFError, TypeError):
-            return None  # unreadable record: as if the rule never ran
+        return RuleRecord._make(t)
 
     # -- writing (pending until flush) ------------------------------------------------------------
 
@@ -146,9 +190,9 @@ class Store:
             self._dirty_files[path] = None
 
     def put_rule(self, rule_id: str, rec: RuleRecord) -> None:
-        blob = marshal.dumps(tuple(rec), 4)
-        self._rules[rule_id] = blob
-        self._dirty_rules[rule_id] = blob
+        t = tuple(rec)
+        self._rules[rule_id] = t
+        self._dirty_rules[rule_id] = t
 
     def drop_rule(self, rule_id: str) -> None:
         if self._rules.pop(rule_id, None) is not None or rule_id in self._dirty_rules:
@@ -158,36 +202,58 @@ class Store:
     def pending(self) -> bool:
         return bool(self._dirty_files or self._dirty_rules)
 
-    def flush(self) -> None:
-        """Write pending changes in one transaction."""
-        if not self.pending:
-            return
-        files, self._dirty_files = self._dirty_files, {}
-        rules, self._dirty_rules = self._dirty_rules, {}
+    def _write(self, statements: list[tuple[str, tuple]]) -> None:  # type: ignore[type-arg]
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
-            put_f = [(p,) + r for p, r in files.items() if r is not None]
-            del_f = [(p,) for p, r in files.items() if r is None]
-            put_r = [(i, b) for i, b in rules.items() if b is not None]
-            del_r = [(i,) for i, b in rules.items() if b is None]
-            if put_f:
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?)", put_f)
-            if del_f:
-                db.executemany("DELETE FROM files WHERE path=?", del_f)
-            if put_r:
-                db.executemany("INSERT OR REPLACE INTO rules VALUES (?,?)", put_r)
-            if del_r:
-                db.executemany("DELETE FROM rules WHERE id=?", del_r)
+            for sql, args in statements:
+                db.execute(sql, args)
             db.execute("COMMIT")
-        except sqlite3.Error as e:
+        except BaseException as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise StoreError(f"cannot write the state database {self.path}: {e}")
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"cannot write the state database {self.path}: {e}")
+            raise
+
+    def flush(self) -> None:
+        """Append the pending changes to the journal, in one transaction."""
+        if not self.pending:
+            return
+        if self.readonly:
+            self._dirty_files, self._dirty_rules = {}, {}
+            return
+        data = marshal.dumps((self._dirty_files, self._dirty_rules), 4)
+        self._write([("INSERT INTO journal(data) VALUES (?)", (data,))])
+        self._dirty_files = {}
+        self._dirty_rules = {}
+        self._journal_bytes += len(data)
+        self._journal_rows += 1
+
+    def compact(self) -> None:
+        """Fold the journal into a new snapshot."""
+        self.flush()
+        if self.readonly:
+            return
+        statements: list[tuple[str, tuple]] = [("DELETE FROM snapshot", ()), ("DELETE FROM journal", ())]  # type: ignore[type-arg]
+        files = list(self.files.items())
+        rules = list(self._rules.items())
+        size = 0
+        chunks = max(1, -(-max(len(files), len(rules)) // CHUNK_ENTRIES))
+        for c in range(chunks):
+            lo, hi = c * CHUNK_ENTRIES, (c + 1) * CHUNK_ENTRIES
+            data = marshal.dumps((dict(files[lo:hi]), dict(rules[lo:hi])), 4)
+            size += len(data)
+            statements.append(("INSERT INTO snapshot VALUES (?, ?)", (c, data)))
+        self._write(statements)
+        self._snapshot_bytes, self._journal_bytes, self._journal_rows = size, 0, 0
 
     def close(self) -> None:
+        """Flush; fold a long journal into the snapshot; close. Only the lock holder may call it."""
         try:
             self.flush()
+            if self._journal_rows > 64 or self._journal_bytes > self._snapshot_bytes // 4:
+                self.compact()
         finally:
             self.db.close()
 
@@ -210,7 +276,7 @@ def open_state(
         except OSError as e:
             raise StoreError(f"cannot lock {the_lock.path}: {e.strerror}")
     try:
-        store = Store(os.path.join(state_dir, DB_NAME))
+        store = Store(os.path.join(state_dir, DB_NAME), readonly=not lock)
     except BaseException:
         the_lock.release()
         raise
