@@ -141,6 +141,9 @@ class Build:
         n = len(rules)
         state = bytearray(n)  # WAITING ... BLOCKED
         settled_flag = bytearray(n)  # consumers were told this rule is decided
+        # Temp rules whose files are gone: until they run again, consumers see their recorded
+        # output digests (a materialised temp rule regenerates those very bytes).
+        deferred = bytearray(n)
         consumers: dict[int, list[int]] = {}
         waiting: dict[int, int] = {}
         for i in wanted:
@@ -170,7 +173,7 @@ class Build:
             out = []
             for p in r.inputs:
                 q = g.producer.get(p)
-                if q is not None and state[q.index] == DEFERRED:
+                if q is not None and deferred[q.index] and state[q.index] != BUILT:
                     rec = records.get(q.index)
                     k = q.outputs.index(p) * DIGEST_SIZE
                     out.append(rec.output_digests[k : k + DIGEST_SIZE] if rec else MISSING)
@@ -201,6 +204,7 @@ class Build:
                     states.set(o, MISSING)
                     store.drop_file(o)
                 state[d] = DEFERRED  # its record now stands for its deleted files
+                deferred[d] = 1
 
         def evaluate(i: int) -> None:
             r = rules[i]
@@ -220,6 +224,7 @@ class Build:
                 settle(i)
             elif r.temp and only_missing(w) and i not in target_ids:
                 state[i] = DEFERRED
+                deferred[i] = 1
                 settle(i)
             else:
                 if r.temp:  # its files being gone is normal, not news
