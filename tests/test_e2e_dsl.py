@@ -1,0 +1,222 @@
+"""Contract §1 and §3 through real builds: the forms of rule(), what an action receives, sh() quoting,
+invariants, parallel workers, and where the state lives (§5)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_given_the_decorator_form_then_the_name_is_the_rule_and_stands_as_an_input(project):
+    project.pipefile(
+        """
+        @rule("out/w.txt", ["src/a.txt"], params={"width": 3})
+        def wrap(output, inputs, params):
+            log(output)
+            output.write_text(inputs[0].read_text()[: params["width"]])
+
+        rule("out/c.txt", [wrap], cat)
+        """
+    )
+    project.write("src/a.txt", "abcdef")
+    assert project.build().ran == ["out/w.txt", "out/c.txt"]
+    assert project.read("out/c.txt") == "abc"
+
+
+def test_given_a_rule_with_several_outputs_as_an_input_then_it_means_all_of_them(project):
+    project.pipefile(
+        """
+        def split(outputs, inputs):
+            log(outputs[0])
+            text = inputs[0].read_text()
+            outputs[0].write_text(text[:2])
+            outputs[1].write_text(text[2:])
+
+        parts = rule(["out/x.txt", "out/y.txt"], ["src/a.txt"], split)
+
+        def show(output, inputs):
+            log(output)
+            output.write_text(" ".join(f"{p}={p.read_text()}" for p in inputs))
+
+        rule("out/show.txt", [parts, "src/a.txt"], show)
+        """
+    )
+    project.write("src/a.txt", "abcd")
+    assert project.build().ran == ["out/x.txt", "out/show.txt"]
+    assert project.read("out/show.txt") == "out/x.txt=ab out/y.txt=cd src/a.txt=abcd"
+    project.remove("out/y.txt")
+    assert project.build().ran == ["out/x.txt"]  # one output missing: its rule runs, same bytes
+    assert project.read("out/y.txt") == "cd"
+
+
+def test_given_dict_outputs_then_the_action_receives_a_dict_of_paths(project):
+    project.pipefile(
+        """
+        def halves(output, inputs):
+            log(sorted(output))
+            output["head"].write_text("H")
+            output["tail"].write_text("T")
+
+        rule({"head": "out/h.txt", "tail": "out/t.txt"}, [], halves)
+        """
+    )
+    assert project.build().ran == ["['head', 'tail']"]
+    assert project.read("out/h.txt") == "H" and project.read("out/t.txt") == "T"
+
+
+def test_given_an_action_then_it_runs_in_the_pipefiles_directory_with_relative_paths(project):
+    project.pipefile(
+        """
+        def where(output, inputs):
+            log(output)
+            output.write_text(f"{os.getcwd()}|{output}|{inputs[0]}|{type(output).__name__}")
+
+        rule("out/w.txt", ["src/a.txt"], where)
+        """,
+        name="sub/Pipefile.py",
+    )
+    project.write("sub/src/a.txt", "a")
+    project.run("-C", "sub", "build")
+    cwd, out, inp, kind = project.read("sub/out/w.txt").split("|")
+    assert cwd == str(project.root / "sub")
+    assert (out, inp) == ("out/w.txt", "src/a.txt")
+    assert kind.endswith("Path")
+
+
+def test_given_sh_with_awkward_file_names_then_every_substitution_is_quoted(project):
+    odd_in = "src/it's a \"file\" $HOME;`x` -n.txt"
+    odd_out = "out/we ird & $(echo no).txt"
+    project.pipefile(
+        f"""
+        rule([{odd_out!r}, "out/second.txt"], [{odd_in!r}, "src/-dash.txt"],
+             sh("cat {{input}} > {{output}}; cat {{inputs}} > out/second.txt; "
+                "printf '%s|' {{outputs}} {{params[label]}} >> {{output}}"),
+             params={{"label": "a b;'c'"}})
+        """
+    )
+    project.write(odd_in, "one\n")
+    project.write("src/-dash.txt", "two\n")
+    project.build()
+    assert project.read(odd_out) == f"one\n{odd_out}|out/second.txt|a b;'c'|"
+    assert project.read("out/second.txt") == "one\ntwo\n"
+    assert not project.exists("no")
+    assert project.build().ran == []
+
+
+def test_given_an_explicit_invariant_then_it_is_tracked_like_a_source(project):
+    project.pipefile(
+        """
+        config = invariant("config.toml")
+
+        def configured(output, inputs):
+            log(output)
+            output.write_text(inputs[0].read_text().strip() + "!")
+
+        rule("out/c.txt", [config], configured)
+        """
+    )
+    project.write("config.toml", "x = 1\n")
+    assert project.build().ran == ["out/c.txt"]
+    assert project.build().ran == []
+    project.write("config.toml", "x = 2\n")
+    assert project.build().ran == ["out/c.txt"]
+    assert project.read("out/c.txt") == "x = 2!"
+
+
+def test_given_sources_given_as_paths_then_they_are_the_same_files(project):
+    project.pipefile(
+        """
+        rule(Path("out") / "a.txt", [Path("src/a.txt")], upper)
+        rule("out/b.txt", ["./out/a.txt"], cat)
+        """
+    )
+    project.write("src/a.txt", "a")
+    assert project.build().ran == ["out/a.txt", "out/b.txt"]
+    assert project.read("out/b.txt") == "A"
+
+
+# -- workers -------------------------------------------------------------------------------------------
+
+RENDEZVOUS = """
+def meet(me, other):
+    def act(output, inputs):
+        log(output)
+        Path(f"{me}.here").write_text("")
+        for _ in range(1000):
+            if Path(f"{other}.here").exists():
+                output.write_text("met")
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"{other} never ran at the same time as {me}")
+    return act
+
+
+rule("out/a.txt", [], meet("a", "b"))
+rule("out/b.txt", [], meet("b", "a"))
+"""
+
+
+def test_given_j2_then_two_rules_run_at_the_same_time(project):
+    project.pipefile(RENDEZVOUS)
+    assert sorted(project.build("-j2").ran) == ["out/a.txt", "out/b.txt"]
+
+
+COUNTED = """
+def counted(output, inputs):
+    log(output)
+    me = Path("running") / output.name
+    me.parent.mkdir(exist_ok=True)
+    me.write_text("")
+    at_once = len(list(me.parent.iterdir()))
+    time.sleep(0.05)
+    me.unlink()
+    output.write_text(str(at_once))
+
+
+for i in range(6):
+    rule(f"out/{i}.txt", [], counted)
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_given_j_n_then_never_more_than_n_rules_run_at_once(project, jobs):
+    project.pipefile(COUNTED)
+    assert len(project.build("-j", str(jobs)).ran) == 6
+    assert max(int(project.read(f"out/{i}.txt")) for i in range(6)) <= jobs
+
+
+def test_given_a_crashing_action_then_the_other_rules_in_the_same_worker_slot_still_run(project):
+    project.pipefile(
+        """
+        def crash(output, inputs):
+            log(output)
+            os._exit(3)
+
+        rule("out/a.txt", [], crash)
+        for i in range(3):
+            rule(f"out/ok{i}.txt", ["src/a.txt"], cat)
+        """
+    )
+    project.write("src/a.txt", "a")
+    r = project.build("-j1", "-k", rc=1)
+    assert r.ran == ["out/a.txt", "out/ok0.txt", "out/ok1.txt", "out/ok2.txt"]
+
+
+# -- §5: where the state lives -------------------------------------------------------------------------
+
+
+def test_given_a_build_then_its_state_lives_under_buildpipe_next_to_the_pipefile(project):
+    project.pipefile('rule("out/a.txt", ["src/a.txt"], cat)\n', name="sub/Pipefile.py")
+    project.write("sub/src/a.txt", "a")
+    project.run("-f", "sub/Pipefile.py", "build")
+    assert (project.root / "sub" / ".buildpipe").is_dir()
+    assert not project.exists(".buildpipe")
+
+
+def test_given_a_configured_state_dir_then_the_state_lives_there(project):
+    project.pipefile('rule("out/a.txt", ["src/a.txt"], cat)\n')
+    project.write("src/a.txt", "a")
+    project.write("pipe.toml", 'state-dir = "var/state"\n')
+    assert project.build().ran == ["out/a.txt"]
+    assert project.path("var/state").is_dir()
+    assert not project.exists(".buildpipe")
+    assert project.build().ran == []
