@@ -134,6 +134,38 @@ def test_given_sources_given_as_paths_then_they_are_the_same_files(project):
     assert project.read("out/b.txt") == "A"
 
 
+def test_given_an_input_outside_the_project_then_it_is_tracked_by_content(project):
+    outside = project.scratch / "shared.txt"
+    outside.write_text("v1")
+    project.pipefile(f'rule("out/s.txt", [{str(outside)!r}], upper)\n')
+    assert project.build().ran == ["out/s.txt"]
+    assert project.build().ran == []
+    outside.write_text("v2")
+    assert project.build().ran == ["out/s.txt"]
+    assert project.read("out/s.txt") == "V2"
+
+
+def test_given_an_action_that_changes_directory_then_the_next_rule_still_runs_in_the_pipefiles(
+    project,
+):
+    project.pipefile(
+        """
+        def wanders(output, inputs):
+            log(output)
+            output.write_text("w")
+            os.chdir("src")
+
+        rule("out/1.txt", [], wanders)
+        rule("out/2.txt", ["src/a.txt"], upper)
+        rule("out/3.txt", ["src/a.txt"], cat)
+        """
+    )
+    project.write("src/a.txt", "a")
+    assert project.build("-j1").ran == ["out/1.txt", "out/2.txt", "out/3.txt"]
+    assert project.read("out/2.txt") == "A" and project.read("out/3.txt") == "a"
+    assert not project.exists("src/out")
+
+
 # -- workers -------------------------------------------------------------------------------------------
 
 RENDEZVOUS = """

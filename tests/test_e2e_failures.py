@@ -154,6 +154,27 @@ def test_given_a_failure_without_k_in_parallel_then_the_rule_already_running_fin
     assert sorted(r.ran) == ["out/fails.txt", "out/later.txt"]  # out/slow_ok.txt was recorded
 
 
+def test_given_a_failing_action_whose_child_processes_print_then_their_output_is_in_the_report(
+    project,
+):
+    project.pipefile(
+        """
+        import subprocess
+
+        def noisy(output, inputs):
+            subprocess.run(["echo", "printed by a child process"])
+            os.write(2, b"written to fd 2 directly\\n")
+            raise RuntimeError("then failed")
+
+        rule("out/n.txt", [], noisy)
+        """
+    )
+    r = project.build(rc=1)
+    assert "printed by a child process" in r.err
+    assert "written to fd 2 directly" in r.err
+    assert "then failed" in r.err
+
+
 # -- sh actions ---------------------------------------------------------------------------------------
 
 

@@ -59,6 +59,21 @@ def test_given_a_slow_rule_running_when_interrupted_then_pipe_stops_it_keeps_wha
     assert project.build().ran == []
 
 
+def test_given_a_slow_rule_running_when_ctrl_c_is_pressed_twice_then_pipe_exits_130_and_keeps_what_finished(
+    project,
+):
+    project.pipefile(SLOW)
+    build = project.spawn("build", "-j1")
+    worker = project.wait_started("slow", build)
+    build.signal(signal.SIGINT, group=True)
+    build.signal(signal.SIGINT, group=True)
+    r = build.wait(timeout=20)
+    assert r.rc == 130, r
+    assert process_gone(worker)
+    project.open_gate("slow")
+    assert project.build("-j1").ran == ["out/slow.txt", "out/after.txt"]
+
+
 def test_given_a_sh_rule_running_when_ctrl_c_then_the_command_is_stopped_too(project):
     project.pipefile(
         """
@@ -271,3 +286,28 @@ def test_given_a_build_running_when_a_second_wants_the_same_rules_then_it_reruns
     assert r2.rc == 0, r2
     assert project.take_log() == ["out/slow.txt", "out/next.txt"]  # each ran once, by the first
     assert "nothing to do" in r2.out.lower()
+
+
+def test_given_a_second_build_waiting_for_the_lock_when_ctrl_c_then_it_exits_130_and_the_first_is_unharmed(
+    project,
+):
+    project.pipefile(
+        """
+        def slow(output, inputs):
+            log(output)
+            gate("first")
+            output.write_text("slow")
+
+        rule("out/slow.txt", [], slow)
+        """
+    )
+    first = project.spawn("build")
+    project.wait_started("first", first)
+    second = project.spawn("build")
+    wait_until(lambda: "waiting" in second.err_text(), what="the second build to say it waits")
+    second.signal(signal.SIGINT, group=True)
+    assert second.wait(timeout=20).rc == 130
+    project.open_gate("first")
+    assert first.wait().rc == 0
+    assert project.take_log() == ["out/slow.txt"]
+    assert project.build().ran == []

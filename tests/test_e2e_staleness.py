@@ -205,6 +205,51 @@ def test_given_repeated_same_size_edits_with_the_mtime_put_back_when_built_each_
         assert built.read("out/ab.txt") == "HELLO\n" + text.upper()
 
 
+def test_given_a_source_replaced_by_another_file_with_the_same_size_and_mtime_then_the_rule_runs(
+    built,
+):
+    old = built.mtime_ns("src/a.txt")
+    replacement = built.write("src/a.txt.new", "HOWDY\n")
+    os.utime(replacement, ns=(old, old))
+    os.replace(replacement, built.path("src/a.txt"))  # as an editor saving atomically does
+    assert built.build().ran == ["out/a.txt", "out/ab.txt"]
+    assert built.read("out/a.txt") == "HOWDY\n"
+
+
+def test_given_a_large_source_when_one_byte_in_the_middle_changes_with_the_mtime_put_back_then_rebuilt(
+    project,
+):
+    project.pipefile('rule("out/big.txt", ["src/big.bin"], cat)\n')
+    data = bytearray(os.urandom(3 * 1024 * 1024 + 17))
+    project.write("src/big.bin", bytes(data))
+    project.build()
+    old = project.mtime_ns("src/big.bin")
+    data[len(data) // 2] ^= 0xFF
+    project.write("src/big.bin", bytes(data))
+    os.utime(project.path("src/big.bin"), ns=(old, old))
+    assert project.build().ran == ["out/big.txt"]
+    assert project.path("out/big.txt").read_bytes() == bytes(data)
+    assert project.build().ran == []
+
+
+def test_given_empty_sources_and_outputs_when_built_again_then_nothing_runs(project):
+    project.pipefile(
+        """
+        rule("out/e.txt", ["src/e.txt"], upper)
+        rule("out/f.txt", ["out/e.txt"], cat)
+        """
+    )
+    project.write("src/e.txt", "")
+    assert project.build().ran == ["out/e.txt", "out/f.txt"]
+    assert project.read("out/f.txt") == ""
+    assert project.build().ran == []
+    project.write("src/e.txt", "now something\n")
+    assert project.build().ran == ["out/e.txt", "out/f.txt"]
+    project.write("src/e.txt", "")
+    assert project.build().ran == ["out/e.txt", "out/f.txt"]
+    assert project.read("out/f.txt") == ""
+
+
 # -- outputs deleted or edited by hand -----------------------------------------------------------------
 
 
