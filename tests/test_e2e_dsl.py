@@ -102,6 +102,16 @@ def test_given_sh_with_awkward_file_names_then_every_substitution_is_quoted(proj
     assert project.build().ran == []
 
 
+def test_given_sh_with_file_names_starting_with_a_dash_then_they_are_not_taken_for_options(project):
+    project.pipefile(
+        'rule("-o.txt", ["-n.txt", "-E.txt"], sh("cat {inputs} > {output}; cat {input} >> {output}"))\n'
+    )
+    project.write("-n.txt", "n\n")
+    project.write("-E.txt", "e\n")
+    project.build()
+    assert project.read("-o.txt") == "n\ne\nn\n"
+
+
 def test_given_an_explicit_invariant_then_it_is_tracked_like_a_source(project):
     project.pipefile(
         """

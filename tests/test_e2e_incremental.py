@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
+import time
 
 import pytest
 from conftest import Project
@@ -78,7 +80,8 @@ class Walk:
     def edit(self) -> str:
         p, rng, k = self.p, self.rng, self.knobs
         kind = rng.choice(["source", "source", "touch", "sep", "case", "order", "n", "cmd",
-                           "delete-output", "edit-output", "delete-state", "partial-build"])
+                           "delete-output", "edit-output", "delete-state", "partial-build",
+                           "forced-build", "killed-build"])
         if kind == "source":
             src = rng.choice(SOURCES)
             p.write(src, rng.choice(TEXTS))
@@ -119,6 +122,17 @@ class Walk:
             target = rng.choice(TARGETS)
             p.build(target, "-j", str(rng.randrange(1, 4)))
             return f"build {target}"
+        elif kind == "forced-build":
+            target = rng.choice(TARGETS)
+            p.build("--force", target)
+            return f"build --force {target}"
+        elif kind == "killed-build":
+            delay = rng.uniform(0.0, 0.3)
+            build = p.spawn("build", "-j", str(rng.randrange(1, 4)))
+            time.sleep(delay)
+            build.signal(signal.SIGKILL)
+            build.wait()
+            return f"build killed after {delay:.2f}s"
         self.write_pipefile()
         return f"{kind} := {k[kind]!r}"
 

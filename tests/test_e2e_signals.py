@@ -110,11 +110,11 @@ def test_given_rules_running_in_parallel_when_interrupted_then_finished_ones_are
             rule(f"out/q{i}.txt", [], quick)
         """
     )
-    build = project.spawn("build", "-j2")
+    build = project.spawn("build", "-j2", env=project.env(PYTHONUNBUFFERED="1"))
     project.wait_started("stuck", build)
-    wait_until(lambda: all(project.exists(f"out/q{i}.txt") for i in range(4)),
-               what="the quick rules to finish")
-    time.sleep(0.3)  # let pipe collect their results
+    # pipe reports each rule it has finished (and recorded in memory) with a "[n/total] NAME" line.
+    wait_until(lambda: all(f"out/q{i}.txt" in build.out_path.read_text() for i in range(4)),
+               what="pipe to report the quick rules finished")
     build.signal(signal.SIGINT, group=True)
     assert build.wait(timeout=20).rc == 130
     project.open_gate("stuck")
@@ -310,4 +310,31 @@ def test_given_a_second_build_waiting_for_the_lock_when_ctrl_c_then_it_exits_130
     project.open_gate("first")
     assert first.wait().rc == 0
     assert project.take_log() == ["out/slow.txt"]
+    assert project.build().ran == []
+
+
+def test_given_a_build_running_when_a_dry_run_starts_then_it_answers_at_once_and_harms_nothing(
+    project,
+):
+    project.pipefile(
+        """
+        def slow(output, inputs):
+            log(output)
+            gate("first")
+            output.write_text("slow")
+
+        rule("out/slow.txt", [], slow)
+        rule("out/other.txt", ["src/o.txt"], upper)
+        """
+    )
+    project.write("src/o.txt", "o")
+    first = project.spawn("build", "out/slow.txt")
+    project.wait_started("first", first)
+    project.write("src/o.txt", "changed")
+    r = project.build("-n")  # (clears ran.log: the first build's line is gone from it)
+    assert "would run out/other.txt" in r.out
+    project.open_gate("first")
+    assert first.wait().rc == 0
+    assert project.read("out/slow.txt") == "slow"
+    assert project.build().ran == ["out/other.txt"]
     assert project.build().ran == []
