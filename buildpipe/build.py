@@ -234,12 +234,24 @@ class Build:
 
         def must_run(i: int) -> None:
             """Queue i once the deferred temp rules it reads from have been materialised."""
+            deps = g.deps[i]
+            if any(state[d] in (FAILED, BLOCKED) for d in deps):
+                # Only a deferred temp rule can have failed before its consumer was decided.
+                state[i] = BLOCKED
+                summary.blocked += 1
+                block(i)
+                return
             state[i] = QUEUED
             pending = 0
-            for d in g.deps[i]:
+            for d in deps:
                 if state[d] == DEFERRED:
                     why[d] = [Reason("needed", rules[i].outputs[0])]
                     must_run(d)
+                    if state[d] == BLOCKED:
+                        state[i] = BLOCKED
+                        summary.blocked += 1
+                        block(i)
+                        return
                 if state[d] in (QUEUED, RUNNING):
                     mat_waiters.setdefault(d, []).append(i)
                     pending += 1
@@ -248,14 +260,21 @@ class Build:
                 runnable.append(i)
 
         def block(i: int) -> None:
-            """Everything downstream of a failure stays unbuilt."""
-            stack = list(consumers.get(i, ())) + mat_waiters.pop(i, [])
+            """Everything downstream of a failure stays unbuilt.
+
+            A temp rule that was deferred had settled: its consumers not decided yet may well be up
+            to date (they see its recorded digests); only those waiting for its files are blocked,
+            and a later one that must run is blocked by must_run."""
+            stack = mat_waiters.pop(i, [])
+            if not deferred[i]:
+                stack += consumers.get(i, ())
             while stack:
                 c = stack.pop()
                 if state[c] in (WAITING, QUEUED):
                     state[c] = BLOCKED
                     summary.blocked += 1
-                    stack.extend(consumers.get(c, ()))
+                    if not deferred[c]:
+                        stack.extend(consumers.get(c, ()))
                     stack.extend(mat_waiters.pop(c, []))
 
         def dispatch(i: int) -> None:

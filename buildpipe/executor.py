@@ -153,6 +153,8 @@ def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
             sys.stderr.flush()
         except Exception:
             pass
+        if _home and os.getcwd() != _home:  # an action that changed directory moves nothing else
+            os.chdir(_home)
     states = []
     missing = []
     for o in rule.outputs:
@@ -200,25 +202,38 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _set_pdeathsig() -> None:
+def _die_with_group(signum: int, frame: object) -> None:
+    os.killpg(0, signal.SIGKILL)  # the worker, its shell commands and everything they started
+
+
+def _die_with_parent() -> None:
+    """When the build process dies, however it dies, this worker's whole process group dies too.
+
+    PR_SET_PDEATHSIG alone would kill the worker but orphan a running shell command, which could
+    then write into an output that the next build is producing."""
+    signal.signal(signal.SIGUSR2, _die_with_group)
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGUSR2, 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:
         pass
 
 
+_home = ""  # the Pipefile's directory: every action starts there
+
+
 def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int) -> None:
+    global _home
     os.setpgid(0, 0)
-    _set_pdeathsig()
-    if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
-        os._exit(1)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before that was armed
+        os._exit(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -228,7 +243,7 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
     cfd = capture.fileno()
     os.dup2(cfd, 1)
     os.dup2(cfd, 2)
-    home = os.getcwd()
+    _home = os.getcwd()
     while True:
         try:
             (index,) = _HEADER.unpack(_read_exact(job_fd, 4))
@@ -237,8 +252,6 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
         os.ftruncate(cfd, 0)
         os.lseek(cfd, 0, os.SEEK_SET)
         ok, states, error = run_rule(rules[index])
-        if os.getcwd() != home:  # an action that changed directory must not move the next one
-            os.chdir(home)
         size = os.lseek(cfd, 0, os.SEEK_END)
         start = max(0, size - LOG_LIMIT)
         log = os.pread(cfd, size - start, start).decode("utf-8", "replace") if size else ""
