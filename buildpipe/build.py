@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .executor import Executor, Result
-from .filesystem import FileSystem
+from .filesystem import FileSystem, is_racy
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
 from .rebuilder import MISSING, UNKNOWN, FileStates, Reason, only_missing, reasons
@@ -33,6 +33,7 @@ from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
 WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
 FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
+REFRESH_MAX_BYTES = 1 << 20  # larger outputs are left to be re-hashed if the next build needs them
 
 
 @dataclass
@@ -375,6 +376,7 @@ class Build:
                 for d in wanted:
                     if rules[d].temp:
                         delete_temp_if_done(d, (UPTODATE, BUILT, DEFERRED))
+                self._refresh_racy(summary.ran)
         finally:
             self._restore_signals(old_handlers)
             if executor is not None:
@@ -388,6 +390,30 @@ class Build:
         summary.seconds = time.perf_counter() - t0
         self.reporter.end(summary)
         return summary
+
+    def _refresh_racy(self, ran: list[int]) -> None:
+        """Re-read outputs written moments ago, so the next build can trust their stat.
+
+        A worker stats an output right after writing it, so the recorded state is racy (an edit in
+        the same tick would keep the stat): the next build would have to re-hash every output of
+        this one. Once the timestamp tick has passed, stat and hash again and record that instead:
+        the sound way to make the record trustworthy, paid here rather than on the next no-op."""
+        store, fs = self.store, self.fs
+        now = fs.now_ns()
+        for i in ran:
+            for path in self.rules[i].outputs:
+                rec = store.files.get(path)
+                if rec is None or rec[0] > REFRESH_MAX_BYTES or not is_racy(rec[1], rec[5]):
+                    continue
+                if is_racy(rec[1], now):
+                    continue  # too recent still: the next build re-hashes it
+                st = fs.stat(path)
+                if st is None or st[0] < 0:
+                    continue
+                try:
+                    store.put_file(path, (*st, fs.digest(path), now))
+                except OSError:
+                    continue
 
     # -- signals ----------------------------------------------------------------------------------
 
