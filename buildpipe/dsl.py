@@ -48,17 +48,23 @@ def _caller() -> tuple[str, int]:
     return (f.f_code.co_filename, f.f_lineno)
 
 
-def _norm(path: Any, root: str, where: tuple[str, int], what: str) -> str:
-    if (
-        type(path) is str
-        and path
+def _is_normal(path: str) -> bool:
+    """A relative path already in normal form with no `.`/`..` part: inside the project as it is.
+
+    The common case, decided with a few C-level string scans instead of normpath."""
+    return bool(
+        path
         and path[0] not in "/."
         and path[-1] != "/"
         and "//" not in path
         and "/." not in path
         and "\0" not in path
-    ):
-        return path  # already normal: the common case, kept cheap
+    )
+
+
+def _norm(path: Any, root: str, where: tuple[str, int], what: str) -> str:
+    if type(path) is str and _is_normal(path):
+        return path
     if isinstance(path, str):
         p = path
     elif isinstance(path, PurePath):
@@ -142,6 +148,22 @@ def rule(
     """
     reg = _current[0]
     where = _caller()
+    # The common declaration - one normal output, a list of normal input paths, an action, no
+    # options - takes this path: it is what a Pipefile with many rules spends its time on.
+    if (
+        type(outputs) is str
+        and type(inputs) is list
+        and action is not None
+        and params is None
+        and temp is False
+        and name is None
+        and _is_normal(outputs)
+        and all([type(i) is str and _is_normal(i) for i in inputs])
+        and (callable(action) or isinstance(action, ShAction))
+    ):
+        r = Rule((outputs,), tuple(inputs), action, None, False, where, None, None)
+        reg.rules.append(r)
+        return r
     root = reg.root
     shape: None | str | tuple[str, ...]
     if isinstance(outputs, (str, PurePath)):
