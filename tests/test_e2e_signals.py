@@ -338,3 +338,19 @@ def test_given_a_build_running_when_a_dry_run_starts_then_it_answers_at_once_and
     assert project.read("out/slow.txt") == "slow"
     assert project.build().ran == ["out/other.txt"]
     assert project.build().ran == []
+
+
+def test_given_a_slow_pipefile_when_ctrl_c_while_it_loads_then_exit_130_without_a_traceback(project):
+    project.pipefile(
+        """
+        gate("load")
+        rule("out/a.txt", [], cat)
+        """
+    )
+    build = project.spawn("build")
+    project.wait_started("load", build)
+    build.signal(signal.SIGINT, group=True)
+    r = build.wait(timeout=20)
+    assert r.rc == 130, r
+    assert "Traceback" not in r.err
+    assert not project.exists("out")
