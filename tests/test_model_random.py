@@ -1,0 +1,178 @@
+"""Random DAGs and random edit/build sequences, engine vs reference model (see test_model.py).
+
+The default run keeps to modest graphs and example counts; BUILDPIPE_SLOW=1 draws bigger graphs,
+longer sequences and many more examples.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from fakes import MS, SECOND, RuleSpec
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from test_model import SLOW, World
+
+MAX_RULES = 50 if SLOW else 20
+MAX_STEPS = 30 if SLOW else 14
+EXAMPLES = int(os.environ.get("BUILDPIPE_MODEL_EXAMPLES", "0")) or (1500 if SLOW else 120)
+
+
+@st.composite
+def graphs(draw: Any, max_rules: int = MAX_RULES) -> list[RuleSpec]:
+    n = draw(st.integers(1, max_rules))
+    density = draw(st.sampled_from([0.0, 0.1, 0.25, 0.5]))
+    shared = [f"src/shared{k}" for k in range(draw(st.integers(0, 3)))]
+    specs: list[RuleSpec] = []
+    for j in range(n):
+        kind = draw(st.sampled_from(["o", "o", "o", "t", "t", "m", "tm"]))
+        k = draw(st.integers(2, 3)) if "m" in kind else 1
+        outs = tuple(f"{'tmp' if 't' in kind else 'out'}/{j}" + (f".{c}" if k > 1 else "")
+                     for c in "abc"[:k])
+        ins: list[str] = []
+        srcs = draw(st.integers(0, 2))
+        if srcs >= 1:
+            ins.append(f"src/{j}")
+        if srcs >= 2 and shared:
+            ins.append(draw(st.sampled_from(shared)))
+        for i in range(j):
+            if draw(st.floats(0, 1)) < density:
+                dep = specs[i].outputs
+                if len(dep) > 1 and draw(st.booleans()):
+                    ins.append(draw(st.sampled_from(dep)))  # only one of its outputs
+                else:
+                    ins.extend(dep)
+        ins = list(dict.fromkeys(ins))
+        ins = draw(st.permutations(ins))
+        specs.append(
+            RuleSpec(
+                outs,
+                tuple(ins),
+                temp="t" in kind,
+                mode=draw(st.sampled_from(["hash", "hash", "hash", "const"])),
+                params=draw(st.sampled_from([None, {"p": 0}])),
+            )
+        )
+    return specs
+
+
+OPS = [
+    "build", "build", "build", "edit", "edit", "edit_comment", "touch", "sneaky", "delete",
+    "hand_edit", "params", "noise", "action", "advance",
+]
+
+
+@st.composite
+def steps(draw: Any, specs: list[RuleSpec]) -> list[tuple[Any, ...]]:
+    srcs = sorted({p for s in specs for p in s.inputs} - {o for s in specs for o in s.outputs})
+    outs = [o for s in specs for o in s.outputs]
+    firsts = [s.outputs[0] for s in specs]
+    firsts += [s.outputs[0] for s in specs if s.temp] * 2  # temp rules failing are interesting
+    out: list[tuple[Any, ...]] = [("build", None, (), True, False, (), SECOND + 7)]
+    for _ in range(draw(st.integers(1, MAX_STEPS))):
+        op = draw(st.sampled_from(OPS))
+        if op == "build":
+            targets = None
+            if draw(st.integers(0, 3)) == 0:
+                targets = draw(st.lists(st.sampled_from(outs), min_size=1, max_size=3))
+            fail: list[str] = []
+            if draw(st.integers(0, 2)) == 0:
+                fail = draw(st.lists(st.sampled_from(firsts), min_size=1, max_size=4))
+            keep_going = draw(st.integers(0, 4)) > 0
+            force_all = draw(st.integers(0, 15)) == 0
+            force = draw(st.lists(st.sampled_from(outs), max_size=2)) if draw(
+                st.integers(0, 10)) == 0 else []
+            adv = draw(st.sampled_from([SECOND + 7, 2 * MS + 3, 0]))
+            out.append(("build", targets, tuple(fail), keep_going, force_all, tuple(force), adv))
+        elif op in ("edit", "edit_comment", "touch", "sneaky"):
+            if srcs:
+                out.append((op, draw(st.sampled_from(srcs))))
+        elif op in ("delete", "hand_edit"):
+            out.append((op, draw(st.sampled_from(outs)), draw(st.booleans())))
+        elif op in ("params", "noise", "action"):
+            out.append((op, draw(st.integers(0, len(specs) - 1)), draw(st.integers(0, 2))))
+        elif op == "advance":
+            out.append((op, draw(st.sampled_from([1 * MS + 1, 30 * MS + 1, SECOND + 7]))))
+    out.append(("build", None, (), True, False, (), SECOND + 7))  # always end by converging
+    return out
+
+
+def run(world: World, plan: list[tuple[Any, ...]]) -> None:
+    for step in plan:
+        op = step[0]
+        if op == "build":
+            _, targets, fail, keep_going, force_all, force, adv = step
+            world.build(targets, fail=fail, keep_going=keep_going, force_all=force_all,
+                        force=force, advance=adv)
+        elif op == "edit":
+            world.edit(step[1])
+        elif op == "edit_comment":
+            world.edit_comment(step[1])
+        elif op == "touch":
+            world.touch(step[1])
+        elif op == "sneaky":
+            # Only an edit within the racy window is guaranteed to be seen (contract §2).
+            if world.fs.same_tick(step[1]):
+                world.sneaky_edit(step[1])
+            else:
+                world.edit(step[1])
+        elif op == "delete":
+            if world.fs.exists(step[1]):
+                world.delete(step[1])
+        elif op == "hand_edit":
+            world.hand_edit(step[1], same_size=step[2])
+        elif op == "params":
+            i = step[1]
+            world.set_params(i, {**(world.specs[i].params or {}), "p": step[2] + 10})
+        elif op == "noise":
+            i = step[1]
+            world.set_params(i, {**(world.specs[i].params or {}), "noise": step[2]})
+        elif op == "action":
+            world.bump_action(step[1])
+        elif op == "advance":
+            world.advance(step[1])
+
+
+@st.composite
+def worlds(draw: Any) -> tuple[list[RuleSpec], dict[str, Any], list[tuple[Any, ...]]]:
+    specs = draw(graphs())
+    options = {
+        "granularity": draw(st.sampled_from([1, 1, 10 * MS, SECOND, 2 * SECOND])),
+        "reuse_inodes": draw(st.booleans()),
+        "slots": draw(st.sampled_from([1, 1, 2, 3, 8])),
+        "order": draw(st.sampled_from(["fifo_all", "fifo_one", "lifo_one"])),
+        "reopen": draw(st.integers(0, 4)) == 0,
+        # slow actions: the build outlives the racy window of what it wrote
+        "rule_ns": draw(st.sampled_from([100_003, 100_003, 20 * MS + 1])),
+    }
+    return specs, options, draw(steps(specs))
+
+
+# Shrinking a failing sequence takes minutes (each example is dozens of builds), and the failure
+# message already holds a full repro (World.repro: options, graph, steps; replay it with
+# World.from_repro + World.replay). BUILDPIPE_SHRINK=1 asks Hypothesis for a minimal one.
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + (
+    [Phase.shrink] if os.environ.get("BUILDPIPE_SHRINK") else []
+)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    phases=PHASES,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+@given(worlds())
+def test_random_graphs_and_edits(case: tuple[list[RuleSpec], dict[str, Any], list[Any]]) -> None:
+    specs, options, plan = case
+    with tempfile.TemporaryDirectory() as d:
+        if options.pop("reopen"):
+            options.update(store_path=os.path.join(d, "state.db"), reopen=True)
+        w = World(specs, **options)
+        try:
+            run(w, plan)
+        finally:
+            w.store.close()
