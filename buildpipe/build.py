@@ -164,23 +164,24 @@ class Build:
         summary = BuildSummary(wanted=len(wanted))
         store, states, fp, fs = self.store, self.states, self.fp, self.fs
         dry = opts.dry_run
+        force_all = opts.force_all
+        any_temp = any(rules[i].temp for i in wanted)
         done = 0
         stopping = False
         executor: Executor | None = None
         self.reporter.begin(len(wanted))
 
-        def input_digests(r: Rule) -> bytes:
-            """Current input digests; a deferred temp rule's files count as what it recorded."""
-            out = []
-            for p in r.inputs:
-                q = g.producer.get(p)
-                if q is not None and deferred[q.index] and state[q.index] != BUILT:
-                    rec = records.get(q.index)
-                    k = q.outputs.index(p) * DIGEST_SIZE
-                    out.append(rec.output_digests[k : k + DIGEST_SIZE] if rec else MISSING)
-                else:
-                    out.append(states.digest(p))
-            return b"".join(out)
+        memo_get, digest = states.memo.get, states.digest
+
+        def digests(paths: tuple[str, ...]) -> bytes:
+            """Current digests, concatenated. While a temp rule is deferred, the memo holds its
+            recorded output digests: its consumers are judged as if its files were there."""
+            return b"".join([memo_get(p) or digest(p) for p in paths])
+
+        def show_recorded(i: int) -> None:
+            rec = records.get(i)
+            for k, o in enumerate(rules[i].outputs):
+                states.set(o, rec.output_digests[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE] if rec else MISSING)
 
         def settle(i: int) -> None:
             nonlocal done
@@ -190,7 +191,7 @@ class Build:
                 waiting[c] -= 1
                 if waiting[c] == 0:
                     ready.append(c)
-            if not dry:
+            if any_temp and not dry:
                 for d in g.deps[i]:
                     if rules[d].temp:
                         delete_temp_if_done(d, (UPTODATE, BUILT))
@@ -202,30 +203,38 @@ class Build:
             if all(state[c] in finished for c in consumers.get(d, ())):
                 for o in rules[d].outputs:
                     fs.remove(o)
-                    states.set(o, MISSING)
                     store.drop_file(o)
                 state[d] = DEFERRED  # its record now stands for its deleted files
                 deferred[d] = 1
+                show_recorded(d)
 
         def evaluate(i: int) -> None:
             r = rules[i]
-            rec = store.rule(r.outputs[0])
-            records[i] = rec
-            w = reasons(
-                r,
-                rec,
-                input_digests(r),
-                b"".join([states.digest(o) for o in r.outputs]),
-                fp.action(r.action),
-                params_fingerprint(r.params),
-                opts.force_all or i in forced,
-            )
+            rec = records[i] = store.rule(r.outputs[0])
+            ins = digests(r.inputs)
+            outs = digests(r.outputs)
+            afp = fp.action(r.action)
+            pfp = b"" if r.params is None else params_fingerprint(r.params)
+            if (
+                rec is not None
+                and rec.input_digests == ins
+                and rec.output_digests == outs
+                and rec.action == afp
+                and rec.params == pfp
+                and not (force_all or i in forced)
+                and rec.inputs_key == paths_key(r.inputs)
+                and rec.outputs_key == paths_key(r.outputs)
+            ):
+                w = []  # up to date: the common case, decided without building reasons
+            else:
+                w = reasons(r, rec, ins, outs, afp, pfp, force_all or i in forced)
             if not w:
                 state[i] = UPTODATE
                 settle(i)
             elif r.temp and only_missing(w) and i not in target_ids:
                 state[i] = DEFERRED
                 deferred[i] = 1
+                show_recorded(i)
                 settle(i)
             else:
                 if r.temp:  # its files being gone is normal, not news
@@ -281,9 +290,9 @@ class Build:
         def dispatch(i: int) -> None:
             nonlocal executor
             r = rules[i]
-            snapshots[i] = b"".join([states.digest(p) for p in r.inputs])  # before it runs
-            for o in r.outputs:
-                states.forget(o)
+            snapshots[i] = digests(r.inputs)  # before it runs
+            # Its outputs' digests stay as they are until it completes: only the consumers of a
+            # materialised temp rule can be decided meanwhile, and they must see its recorded ones.
             state[i] = RUNNING
             if dry:
                 summary.would_run.append((i, why[i]))
