@@ -16,6 +16,7 @@ Deciding is pure (rebuilder); doing goes through an Executor; `pipe build -n`, `
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import deque
@@ -122,7 +123,8 @@ class Build:
                     try:
                         d = digest(p)
                     except IsADirectoryError:
-                        raise MissingSourceError(p, r, "is a directory, not a file")
+                        what = "a directory" if os.path.isdir(p) else "not a regular file"
+                        raise MissingSourceError(p, r, f"is {what}; an input must be a file")
                     except OSError as e:
                         raise MissingSourceError(p, r, f"cannot be read ({e.strerror})")
                     if d == MISSING:

@@ -8,27 +8,37 @@ from .graph import Graph
 from .store import Store
 
 
-def inside(root: str, path: str) -> bool:
-    """Whether `path`, with every symlink resolved, lies inside `root`."""
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(root, path))
-    return real == real_root or real.startswith(real_root + os.sep)
-
-
-def clean(g: Graph, store: Store, wanted: list[int]) -> tuple[list[str], list[str]]:
+def clean(
+    g: Graph, store: Store, wanted: list[int], protected: list[str] = ()
+) -> tuple[list[str], list[str]]:
     """Delete the outputs of the `wanted` rules and forget their records.
 
-    Returns (deleted paths, refused paths). A path is refused when it resolves outside the project
-    (through a symlinked directory, say) or is a declared invariant.
+    Returns (deleted paths, refused paths). A path is refused when, with symlinks resolved, it lies
+    outside the project, is a source (an input no rule produces, or an invariant), or is one of
+    `protected` (the Pipefile, the state directory) or inside it.
     """
+    root = os.path.realpath(g.root)
+    sources = {os.path.realpath(os.path.join(g.root, p)) for p in g.invariants}
+    for r in g.rules:
+        for p in r.inputs:
+            if p not in g.producer:
+                sources.add(os.path.realpath(os.path.join(g.root, p)))
+    guarded = [os.path.realpath(p) for p in protected]
     deleted: list[str] = []
     refused: list[str] = []
     for i in wanted:
         r = g.rules[i]
         for o in r.outputs:
             full = os.path.join(g.root, o)
-            if o in g.invariants or not inside(g.root, os.path.dirname(o) or "."):
-                refused.append(o)
+            # The file itself may be a symlink: it is the link that goes, so resolve its directory.
+            real = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+            if (
+                not real.startswith(root + os.sep)
+                or real in sources
+                or any(real == p or real.startswith(p + os.sep) for p in guarded)
+            ):
+                if os.path.lexists(full):
+                    refused.append(o)
                 continue
             try:
                 if os.path.islink(full) or os.path.isfile(full):

@@ -104,6 +104,7 @@ class Project:
         from .config import load_settings
 
         self.settings = load_settings(os.getcwd())
+        self.config_dir = os.getcwd()
         name = args.file or self.settings.get("pipefile") or "Pipefile.py"
         path = os.path.abspath(name)
         if not os.path.isfile(path):
@@ -113,6 +114,7 @@ class Project:
                 else f"-f {args.file}: no such file"
             )
         self.root = os.path.dirname(path)
+        self.pipefile = path
         state_dir = self.settings.get("state-dir")
         self.state_dir = os.path.abspath(state_dir) if state_dir else os.path.join(self.root, ".buildpipe")
         os.chdir(self.root)
@@ -120,8 +122,21 @@ class Project:
         from .pipefile import load
 
         self.graph = Graph(load(path))
+        self.graph.check_reserved({path: "the Pipefile", self.state_dir: "in the state directory"})
         if "default" in self.settings:
+            for target in self.settings["default"]:
+                if self.graph.lookup(target) is None:
+                    raise UsageError(
+                        f"{self.settings_file('default')}: setting 'default' names an unknown target "
+                        f"{target!r}{self.graph._suggest(target)}"
+                    )
             self.graph.default = (list(self.settings["default"]), (path, 0))
+
+    def settings_file(self, key: str) -> str:
+        """Which settings file a key came from (pipe.toml wins over pyproject.toml)."""
+        from .config import source_of
+
+        return source_of(self.config_dir, key)
 
 
 def _jobs(args: argparse.Namespace, settings: dict[str, Any]) -> int:
@@ -275,12 +290,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     store, lock = open_state(project.state_dir, waiting)
     try:
-        deleted, refused = clean(g, store, wanted)
+        deleted, refused = clean(g, store, wanted, [project.pipefile, project.state_dir])
     finally:
         store.close()
         lock.release()
     for path in refused:
-        warn(f"refused to delete {path}: it lies outside the project or is a source")
+        warn(f"refused to delete {path}: it lies outside the project, or is a source or the state")
     print(f"removed {plural(len(deleted), 'file')}")
     return EXIT_OK
 

@@ -59,3 +59,11 @@ def load_settings(directory: str) -> dict[str, Any]:
     if os.path.isfile(pipe_toml):
         merged.update(_check(_toml(pipe_toml), pipe_toml))
     return merged
+
+
+def source_of(directory: str, key: str) -> str:
+    """The settings file in `directory` that sets `key`, for messages."""
+    pipe_toml = os.path.join(directory, "pipe.toml")
+    if os.path.isfile(pipe_toml) and key in _toml(pipe_toml):
+        return pipe_toml
+    return os.path.join(directory, "pyproject.toml") + " [tool.buildpipe]"

@@ -301,18 +301,32 @@ def sh(command: str) -> ShAction:
             f"sh() takes a command string, not {type(command).__name__}", where=format_where(where)
         )
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(command) if f is not None]
+        fields = [(f, conv, spec) for _, f, spec, conv in string.Formatter().parse(command) if f is not None]
     except ValueError as e:
         raise PipefileError(
             f"sh() command {command!r}: {e} (write {{{{ and }}}} for literal braces)",
             where=format_where(where),
         )
-    for f in fields:
+    keys = []
+    for f, conv, spec in fields:
         base = f.split("[", 1)[0].split(".", 1)[0]
-        if base not in SH_FIELDS or (base == "params") != ("[" in f):
+        if base not in SH_FIELDS or (base == "params") != ("[" in f) or "." in f:
             raise PipefileError(
                 f"sh() command {command!r} uses {{{f}}}; it knows {{output}}, {{input}}, "
                 "{outputs}, {inputs} and {params[NAME]} (write {{ and }} for literal braces)",
                 where=format_where(where),
             )
-    return ShAction(command, where)
+        if conv or spec:
+            # A conversion or format spec would apply to the already shell-quoted value and could
+            # undo the quoting: refuse it rather than risk an injection.
+            raise PipefileError(
+                f"sh() command {command!r}: {{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} "
+                "has a conversion or format spec; placeholders are plain, e.g. {input}",
+                where=format_where(where),
+            )
+        if base == "params":
+            keys.append(f[len("params[") : -1])
+    action = ShAction(command, where)
+    action.params_keys = tuple(keys)
+    action.uses_input = any(f[0] == "input" for f in fields)
+    return action

@@ -365,6 +365,13 @@ class ForkExecutor:
         return results
 
     def _died(self, w: _Worker, status: int | None = None) -> list[Result]:
+        # Whatever the worker started (a shell command, its children) dies with it: left running,
+        # it could write into an output that a later rule or build is producing. While the worker
+        # is a zombie, or any member of its group lives, its pid cannot name another group.
+        try:
+            os.killpg(w.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.selector.unregister(w.result_r)
         os.close(w.result_r)
         os.close(w.job_w)

@@ -9,7 +9,7 @@ import os
 
 from .dsl import Registry
 from .errors import PipefileError
-from .rules import Rule, format_where
+from .rules import Rule, ShAction, format_where
 
 
 def describe(r: Rule) -> str:
@@ -50,6 +50,19 @@ class Graph:
                 producer[o] = r
             if r.name is not None:
                 self.names.setdefault(r.name, []).append(r)
+            if isinstance(r.action, ShAction) and r.action.uses_input and not r.inputs:
+                raise PipefileError(
+                    f"rule {r.outputs[0]}: its sh() command uses {{input}} but the rule has no inputs",
+                    where=format_where(r.where),
+                )
+            if isinstance(r.action, ShAction) and r.action.params_keys:
+                for key in r.action.params_keys:
+                    if key not in (r.params or {}):
+                        raise PipefileError(
+                            f"rule {r.outputs[0]}: its sh() command uses {{params[{key}]}} but its "
+                            f"params have no key {key!r}",
+                            where=format_where(r.where),
+                        )
         for path, inv in self.invariants.items():
             if path in producer:
                 raise PipefileError(
@@ -119,6 +132,19 @@ class Graph:
                 else:
                     state[node] = 2
                     stack.pop()
+
+    def check_reserved(self, reserved: dict[str, str]) -> None:
+        """Refuse outputs that are, or lie inside, `reserved` paths (absolute path -> what it is):
+        the Pipefile and the state directory must never be written or cleaned by a rule."""
+        for r in self.rules:
+            for o in r.outputs:
+                full = os.path.join(self.root, o)
+                for path, what in reserved.items():
+                    if full == path or full.startswith(path + os.sep):
+                        raise PipefileError(
+                            f"output {o} is {what}; a rule may not write there",
+                            where=format_where(r.where),
+                        )
 
     # -- targets ----------------------------------------------------------------------------------
 

@@ -31,10 +31,11 @@ def load(path: str) -> Registry:
     except SyntaxError as e:
         line = (e.text or "").rstrip("\n")
         detail = f"\n    {line.strip()}" if line.strip() else ""
-        where = format_where((path, e.lineno or 0))
+        lineno = e.lineno or _nul_line(source)
+        where = format_where((path, lineno))
         raise PipefileError(f"SyntaxError: {e.msg}{detail}", where=where)
     except ValueError as e:  # e.g. source with NUL bytes
-        raise PipefileError(f"cannot compile: {e}", where=format_where((path, 0)))
+        raise PipefileError(f"cannot compile: {e}", where=format_where((path, _nul_line(source))))
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = path
     sys.modules[MODULE_NAME] = module
@@ -45,12 +46,19 @@ def load(path: str) -> Registry:
     except PipefileError:
         raise
     except SystemExit as e:
-        raise PipefileError(f"the Pipefile called exit({e.code!r})", where=format_where((path, 0)))
+        error = user_error(e)
+        error.message = f"the Pipefile called exit({e.code!r})"
+        raise error from None
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         raise user_error(e) from None
     return registry
+
+
+def _nul_line(source: bytes) -> int:
+    """The line of the first NUL byte, which Python reports without a line number."""
+    return source.count(b"\n", 0, source.index(b"\0")) + 1 if b"\0" in source else 0
 
 
 def user_error(e: BaseException) -> PipefileError:
@@ -65,7 +73,12 @@ def user_error(e: BaseException) -> PipefileError:
     if frames:
         last = frames[-1]
         where = format_where((last.filename, last.lineno or 0))
-    message = "".join(traceback.format_exception_only(type(e), e)).strip()
+    if isinstance(e, ImportError) and e.name == "buildpipe":
+        import buildpipe
+
+        message = f"ImportError: {e.msg.split(' (', 1)[0]}; buildpipe provides {', '.join(buildpipe.__all__)}"
+    else:
+        message = "".join(traceback.format_exception_only(type(e), e)).strip()
     if len(frames) > 1:
         shown = "".join(traceback.format_list(frames)).rstrip()
         message += "\nTraceback (most recent call last):\n" + shown

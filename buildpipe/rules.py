@@ -10,11 +10,13 @@ from typing import Any
 class ShAction:
     """A shell command template; see `buildpipe.sh`."""
 
-    __slots__ = ("command", "where")
+    __slots__ = ("command", "where", "params_keys", "uses_input")
 
     def __init__(self, command: str, where: tuple[str, int] | None = None) -> None:
         self.command = command
         self.where = where
+        self.params_keys: tuple[str, ...] = ()  # the NAMEs of {params[NAME]}
+        self.uses_input = False
 
     def __repr__(self) -> str:
         return f"sh({self.command!r})"
