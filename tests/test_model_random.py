@@ -60,7 +60,7 @@ def graphs(draw: Any, max_rules: int = MAX_RULES) -> list[RuleSpec]:
 
 OPS = [
     "build", "build", "build", "edit", "edit", "edit_comment", "touch", "sneaky", "delete",
-    "hand_edit", "params", "noise", "action", "advance",
+    "hand_edit", "params", "noise", "action", "advance", "dry", "inputs",
 ]
 
 
@@ -95,6 +95,14 @@ def steps(draw: Any, specs: list[RuleSpec]) -> list[tuple[Any, ...]]:
             out.append((op, draw(st.integers(0, len(specs) - 1)), draw(st.integers(0, 2))))
         elif op == "advance":
             out.append((op, draw(st.sampled_from([1 * MS + 1, 30 * MS + 1, SECOND + 7]))))
+        elif op == "dry":
+            targets = None
+            if draw(st.booleans()):
+                targets = draw(st.lists(st.sampled_from(outs), min_size=1, max_size=2))
+            out.append((op, targets))
+        elif op == "inputs":
+            how = draw(st.sampled_from(["rotate", "drop", "add_source", "add_dep"]))
+            out.append((op, draw(st.integers(0, len(specs) - 1)), how, draw(st.integers(0, 99))))
     out.append(("build", None, (), True, False, (), SECOND + 7))  # always end by converging
     return out
 
@@ -133,6 +141,20 @@ def run(world: World, plan: list[tuple[Any, ...]]) -> None:
             world.bump_action(step[1])
         elif op == "advance":
             world.advance(step[1])
+        elif op == "dry":
+            world.dry_build(step[1])
+        elif op == "inputs":
+            _, i, how, k = step
+            ins = list(world.specs[i].inputs)
+            if how == "rotate" and len(ins) > 1:
+                ins = ins[1:] + ins[:1]
+            elif how == "drop" and ins:
+                del ins[k % len(ins)]
+            elif how == "add_source":
+                ins.insert(k % (len(ins) + 1), f"src/extra{k % 3}")
+            elif how == "add_dep" and i > 0:
+                ins.extend(o for o in world.specs[k % i].outputs if o not in ins)
+            world.set_inputs(i, ins)
 
 
 @st.composite
