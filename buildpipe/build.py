@@ -16,7 +16,6 @@ Deciding is pure (rebuilder); doing goes through an Executor; `pipe build -n`, `
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections import deque
@@ -28,8 +27,8 @@ from .executor import Executor, Result
 from .filesystem import FileSystem, is_racy
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
-from .rebuilder import MISSING, UNKNOWN, FileStates, Reason, only_missing, reasons
-from .rules import Rule
+from .rebuilder import MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
+from .rules import Rule, shown
 from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
 WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
@@ -74,7 +73,7 @@ class MissingSourceError(Exception):
     """A source the build needs is absent, not a file, or unreadable."""
 
     def __init__(self, path: str, rule: Rule, what: str) -> None:
-        super().__init__(f"source {path} {what}; needed by rule {describe(rule)}")
+        super().__init__(f"source {shown(path)} {what}; needed by rule {describe(rule)}")
         self.where = rule.where
 
 
@@ -120,15 +119,14 @@ class Build:
             r = self.rules[i]
             for p in r.inputs:
                 if p not in producer:
-                    try:
-                        d = digest(p)
-                    except IsADirectoryError:
-                        what = "a directory" if os.path.isdir(p) else "not a regular file"
-                        raise MissingSourceError(p, r, f"is {what}; an input must be a file")
-                    except OSError as e:
-                        raise MissingSourceError(p, r, f"cannot be read ({e.strerror})")
+                    d = digest(p)
                     if d == MISSING:
                         raise MissingSourceError(p, r, "does not exist")
+                    if d == UNREADABLE:
+                        why = self.states.errors.get(p, "")
+                        if why.startswith("is "):
+                            raise MissingSourceError(p, r, f"{why}; an input must be a file")
+                        raise MissingSourceError(p, r, f"cannot be read ({why})")
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -229,7 +227,7 @@ class Build:
             ):
                 w = []  # up to date: the common case, decided without building reasons
             else:
-                w = reasons(r, rec, ins, outs, afp, pfp, force_all or i in forced)
+                w = reasons(r, rec, ins, outs, afp, pfp, force_all or i in forced, states.errors)
             if not w:
                 state[i] = UPTODATE
                 settle(i)

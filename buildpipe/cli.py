@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(text: str) -> None:
+    from .rules import safe_text
+
     sys.stdout.flush()
-    sys.stderr.write(f"pipe: {text}\n")
+    sys.stderr.write(f"pipe: {safe_text(text)}\n")
     sys.stderr.flush()
 
 
@@ -215,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .build import Build, BuildOptions, MissingSourceError
     from .console import summary_text
     from .filesystem import RealFileSystem
-    from .rules import format_where
+    from .rules import format_where, shown
     from .store import open_state
 
     project = Project(args)
@@ -238,7 +240,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         store.db.close()
     for i, why in summary.would_run:
         r = graph.rules[i]
-        print(f"stale {r.outputs[0]} ({format_where(r.where)}): {', '.join(map(str, why))}")
+        print(f"stale {shown(r.outputs[0])} ({format_where(r.where)}): {', '.join(map(str, why))}")
     print(summary_text(summary, graph.rules, dry_run=True).replace("would run", "stale"))
     return EXIT_FAILED if summary.would_run else EXIT_OK
 
@@ -279,6 +281,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     from .clean import clean
     from .console import plural, warn
+    from .rules import shown
     from .store import open_state
 
     project = Project(args)
@@ -295,7 +298,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         store.close()
         lock.release()
     for path in refused:
-        warn(f"refused to delete {path}: it lies outside the project, or is a source or the state")
+        warn(f"refused to delete {shown(path)}: it lies outside the project, or is a source or the state")
     print(f"removed {plural(len(deleted), 'file')}")
     return EXIT_OK
 

@@ -15,7 +15,7 @@ from .build import BuildSummary
 from .executor import Result
 from .graph import describe
 from .rebuilder import Reason
-from .rules import Rule
+from .rules import Rule, safe_text, shown
 
 
 def fancy_output(stream: TextIO) -> bool:
@@ -55,7 +55,7 @@ def summary_text(s: BuildSummary, rules: list[Rule], dry_run: bool) -> str:
     if s.interrupted:
         return f"interrupted: {plural(len(s.ran), 'rule')} finished and recorded, {s.blocked} not run"
     if s.failed:
-        names = ", ".join(rules[i].outputs[0] for i, _ in s.failed)
+        names = ", ".join(shown(rules[i].outputs[0]) for i, _ in s.failed)
         text = f"{plural(len(s.failed), 'rule')} failed ({names})"
         if s.blocked:
             text += f"; {plural(s.blocked, 'rule')} not run because of it"
@@ -88,13 +88,13 @@ class PlainReporter:
 
     def started(self, rule: Rule, why: list[Reason]) -> None:
         if self.verbosity > 0:
-            self.line(f"run {rule.outputs[0]}: {', '.join(map(str, why))}")
+            self.line(f"run {shown(rule.outputs[0])}: {', '.join(map(str, why))}")
 
     def finished(self, rule: Rule, result: Result, seconds: float, done: int) -> None:
         if not result.ok:
             self.failure(failure_text(rule, result))
         elif self.verbosity >= 0:
-            self.line(f"[{done}/{self.total}] {rule.outputs[0]}")
+            self.line(f"[{done}/{self.total}] {shown(rule.outputs[0])}")
             if self.verbosity > 0 and result.log.strip():
                 self.line(_indent(result.log))
 
@@ -103,7 +103,7 @@ class PlainReporter:
 
     def end(self, summary: BuildSummary) -> None:
         for i, why in summary.would_run:
-            self.line(f"would run {self.rules[i].outputs[0]}: {', '.join(map(str, why))}")
+            self.line(f"would run {shown(self.rules[i].outputs[0])}: {', '.join(map(str, why))}")
         text = summary_text(summary, self.rules, self.dry_run)
         if summary.failed or summary.interrupted:
             self.failure(text)
@@ -149,7 +149,7 @@ class LiveReporter(PlainReporter):
 
     def progress(self, done: int, total: int, running: list[Rule]) -> None:
         self._ensure()
-        names = ", ".join(r.outputs[0] for r in running[:4])
+        names = ", ".join(shown(r.outputs[0]) for r in running[:4])
         if len(running) > 4:
             names += f" and {len(running) - 4} more"
         status = self._text.assemble(
@@ -179,5 +179,5 @@ def make_reporter(rules: list[Rule], verbosity: int, dry_run: bool) -> PlainRepo
 
 
 def warn(text: str) -> None:
-    sys.stderr.write(f"pipe: {text}\n")
+    sys.stderr.write(f"pipe: {safe_text(text)}\n")
     sys.stderr.flush()

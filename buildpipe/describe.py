@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .graph import Graph
-from .rules import Rule, ShAction, format_where
+from .rules import Rule, ShAction, format_where, shown
 
 
 def _action_name(r: Rule) -> str:
@@ -17,24 +17,26 @@ def list_text(g: Graph) -> str:
     lines = []
     if g.rules:
         lines.append("rules:")
-        width = min(40, max(len(r.outputs[0]) for r in g.rules))
+        width = min(40, max(len(shown(r.outputs[0])) for r in g.rules))
         for r in g.rules:
             more = len(r.outputs) - 1
             extra = f" (+{more} output{'s' if more > 1 else ''})" if more else ""
             flags = " [temp]" if r.temp else ""
             lines.append(
-                f"  {r.outputs[0]:<{width}}  {format_where(r.where)}  {_action_name(r)}{extra}{flags}"
+                f"  {shown(r.outputs[0]):<{width}}  {format_where(r.where)}  "
+                f"{shown(_action_name(r))}{extra}{flags}"
             )
     if g.aliases:
         lines.append("aliases:")
         for name, targets in g.aliases.items():
-            lines.append(f"  {name} -> {' '.join(targets)}  {format_where(g.alias_where[name])}")
+            members = " ".join(map(shown, targets))
+            lines.append(f"  {shown(name)} -> {members}  {format_where(g.alias_where[name])}")
     if g.invariants:
         lines.append("invariants:")
         for path, inv in g.invariants.items():
-            lines.append(f"  {path}  {format_where(inv.where)}")
+            lines.append(f"  {shown(path)}  {format_where(inv.where)}")
     if g.default is not None:
-        lines.append(f"default: {' '.join(g.default[0])}")
+        lines.append(f"default: {' '.join(map(shown, g.default[0]))}")
     else:
         lines.append("default: every rule")
     return "\n".join(lines)
@@ -43,16 +45,16 @@ def list_text(g: Graph) -> str:
 def tree_text(g: Graph, targets: list[Rule]) -> str:
     """Each target with what it is built from, as a tree; a rule shown once is referred back to."""
     lines: list[str] = []
-    shown: set[int] = set()
+    seen: set[int] = set()
 
     def walk(path: str, prefix: str, last: bool, top: bool) -> None:
         r = g.producer.get(path)
-        label = path
+        label = shown(path)
         if r is None:
             label += "  (source)"
         elif r.temp:
             label += "  [temp]"
-        again = r is not None and r.index in shown and len(r.inputs) > 0
+        again = r is not None and r.index in seen and len(r.inputs) > 0
         if again:
             label += "  (see above)"
         if top:
@@ -63,7 +65,7 @@ def tree_text(g: Graph, targets: list[Rule]) -> str:
             child_prefix = prefix + ("    " if last else "│   ")
         if r is None or again:
             return
-        shown.add(r.index)
+        seen.add(r.index)
         for k, p in enumerate(r.inputs):
             walk(p, child_prefix, k == len(r.inputs) - 1, False)
 
@@ -76,7 +78,7 @@ def dot_text(g: Graph, wanted: list[int]) -> str:
     """Graphviz: files as nodes, an edge from each input to each output of the rule reading it."""
 
     def q(s: str) -> str:
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + shown(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = ["digraph buildpipe {", "  rankdir=LR;", "  node [shape=box];"]
     sources: set[str] = set()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from .filesystem import digest_path, stat_path
-from .rules import Rule, ShAction
+from .rules import Rule, ShAction, shown
 
 LOG_LIMIT = 256 * 1024  # captured output kept per rule (the tail)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -128,8 +128,8 @@ def _signame(signum: int) -> str:
 
 def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
     """Delete the old outputs, run the action, then stat and hash what it produced."""
-    try:
-        for o in rule.outputs:
+    for o in rule.outputs:
+        try:
             try:
                 os.unlink(o)
             except FileNotFoundError:
@@ -137,8 +137,10 @@ def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
             d = os.path.dirname(o)
             if d:
                 os.makedirs(d, exist_ok=True)
-    except OSError as e:
-        return False, None, f"cannot prepare the outputs: {e}"
+        except IsADirectoryError:
+            return False, None, f"output {shown(o)} is a directory; remove it or choose another name"
+        except OSError as e:
+            return False, None, f"cannot prepare the output {shown(o)}: {e.strerror}"
     try:
         _call(rule)
     except _ShellFailed as e:

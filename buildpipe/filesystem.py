@@ -13,7 +13,8 @@ from typing import Protocol
 import xxhash
 
 Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
-DIRECTORY: Stat = (-1, 0, 0, 0)  # stat() of something that is not a regular file
+DIRECTORY: Stat = (-1, 0, 0, 0)  # stat() of a directory
+NOT_REGULAR: Stat = (-2, 0, 0, 0)  # stat() of a FIFO, socket or device
 
 # A recorded stat is trusted only if the file's mtime is safely older than the moment it was read:
 # an edit in the same timestamp tick would leave size and mtime unchanged ("racy timestamp").
@@ -38,13 +39,13 @@ class FileSystem(Protocol):
 
 
 def stat_path(path: str) -> Stat | None:
-    """The state of `path`, None if missing, DIRECTORY if it is not a regular file."""
+    """The state of `path`: None if missing, DIRECTORY or NOT_REGULAR if it is not a regular file."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if not _stat.S_ISREG(st.st_mode):
-        return DIRECTORY
+        return DIRECTORY if _stat.S_ISDIR(st.st_mode) else NOT_REGULAR
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 

@@ -9,12 +9,12 @@ import os
 
 from .dsl import Registry
 from .errors import PipefileError
-from .rules import Rule, ShAction, format_where
+from .rules import Rule, ShAction, format_where, shown
 
 
 def describe(r: Rule) -> str:
     """How messages name a rule: its first output and where it was declared."""
-    return f"{r.outputs[0]} ({format_where(r.where)})"
+    return f"{shown(r.outputs[0])} ({format_where(r.where)})"
 
 
 class Graph:
@@ -79,6 +79,7 @@ class Graph:
                     seen[q.index] = None
             self.deps.append(tuple(seen))
         self._check_cycles()
+        self._check_alias_cycles()
         for name, targets in self.aliases.items():
             if name in producer:
                 raise PipefileError(
@@ -99,6 +100,28 @@ class Graph:
                 f"{what} names an unknown target {target!r}{self._suggest(target)}",
                 where=format_where(where),
             )
+
+    def _check_alias_cycles(self) -> None:
+        """An alias may name other aliases, but never itself, directly or through others."""
+        done: set[str] = set()
+        for start in self.aliases:
+            self._visit_alias(start, [], done)
+
+    def _visit_alias(self, name: str, path: list[str], done: set[str]) -> None:
+        if name in done:
+            return
+        if name in path:
+            cycle = path[path.index(name) :] + [name]
+            raise PipefileError(
+                f"alias cycle: {' -> '.join(map(shown, cycle))}",
+                where=format_where(self.alias_where[cycle[0]]),
+            )
+        path.append(name)
+        for t in self.aliases[name]:
+            if t in self.aliases:
+                self._visit_alias(t, path, done)
+        path.pop()
+        done.add(name)
 
     def _check_cycles(self) -> None:
         """Iterative depth-first search; a back edge closes a cycle, reported in order."""

@@ -9,29 +9,33 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .filesystem import DIRECTORY, FileSystem, is_racy
-from .rules import Rule
+from .rules import Rule, shown
 from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
 MISSING = b"\0" * DIGEST_SIZE  # the digest of a file that does not exist
 UNKNOWN = b"?" * DIGEST_SIZE  # a dry run's stand-in for an output that would be rebuilt
+UNREADABLE = b"!" * DIGEST_SIZE  # a path that cannot be stat'ed or read, or is not a regular file
 
 
 class Reason(NamedTuple):
-    kind: str  # forced new action params inputs input upstream missing modified needed
+    kind: str  # forced new action params inputs input upstream missing modified unreadable needed
     path: str = ""
+    detail: str = ""
 
     def __str__(self) -> str:
+        path = shown(self.path)
         return {
             "forced": "forced",
             "new": "never built",
             "action": "action changed",
             "params": "params changed",
             "inputs": "its list of inputs changed",
-            "input": f"input {self.path} changed",
-            "upstream": f"input {self.path} would be rebuilt",
-            "missing": f"output {self.path} missing",
-            "modified": f"output {self.path} modified since it was built",
-            "needed": f"its temp files are needed by {self.path}",
+            "input": f"input {path} changed",
+            "upstream": f"input {path} would be rebuilt",
+            "missing": f"output {path} missing",
+            "modified": f"output {path} modified since it was built",
+            "unreadable": f"output {path} cannot be read: {self.detail}",
+            "needed": f"its temp files are needed by {path}",
         }[self.kind]
 
 
@@ -48,27 +52,34 @@ class FileStates:
         self.memo: dict[str, bytes] = {}
         self.start_ns = fs.now_ns()  # earlier than any read of this build: a safe "recorded" time
         self.hashed = 0
+        self.errors: dict[str, str] = {}  # why a path is UNREADABLE
 
     def digest(self, path: str) -> bytes:
-        """The content digest of `path`, MISSING if absent. Raises IsADirectoryError for non-files."""
+        """The content digest of `path`: MISSING if absent, UNREADABLE (see `errors`) if it is not a
+        regular file or cannot be stat'ed or read."""
         d = self.memo.get(path)
         if d is not None:
             return d
-        st = self.fs.stat(path)
-        if st is None:
-            d = MISSING
-            if path in self.store.files:
-                self.store.drop_file(path)
-        elif st is DIRECTORY:
-            raise IsADirectoryError(path)
-        else:
-            rec = self.store.files.get(path)
-            if rec is not None and rec[:4] == st and not is_racy(st[1], rec[5]):
-                d = rec[4]
+        try:
+            st = self.fs.stat(path)
+            if st is None:
+                d = MISSING
+                if path in self.store.files:
+                    self.store.drop_file(path)
+            elif st[0] < 0:
+                d = UNREADABLE
+                self.errors[path] = "is a directory" if st is DIRECTORY else "is not a regular file"
             else:
-                d = self.fs.digest(path)
-                self.hashed += 1
-                self.store.put_file(path, (*st, d, self.start_ns))
+                rec = self.store.files.get(path)
+                if rec is not None and rec[:4] == st and not is_racy(st[1], rec[5]):
+                    d = rec[4]
+                else:
+                    d = self.fs.digest(path)
+                    self.hashed += 1
+                    self.store.put_file(path, (*st, d, self.start_ns))
+        except OSError as e:
+            d = UNREADABLE
+            self.errors[path] = e.strerror or str(e)
         self.memo[path] = d
         return d
 
@@ -91,6 +102,7 @@ def reasons(
     action_fp: bytes,
     params_fp: bytes,
     forced: bool,
+    errors: dict[str, str] | None = None,
 ) -> list[Reason]:
     """Why `rule` must run (contract §2); empty when it is up to date.
 
@@ -98,7 +110,11 @@ def reasons(
     if forced:
         return [Reason("forced")]
     if record is None:
-        return [Reason("new")]
+        return [Reason("new")] + [
+            Reason("unreadable", p, (errors or {}).get(p, ""))
+            for p, now in zip(rule.outputs, _split(output_digests))
+            if now == UNREADABLE
+        ]
     inputs_key = paths_key(rule.inputs)
     outputs_key = paths_key(rule.outputs)
     if (
@@ -127,6 +143,8 @@ def reasons(
         for path, now, then in zip(rule.outputs, _split(output_digests), _split(record.output_digests)):
             if now == MISSING:
                 why.append(Reason("missing", path))
+            elif now == UNREADABLE:
+                why.append(Reason("unreadable", path, (errors or {}).get(path, "")))
             elif now != then:
                 why.append(Reason("modified", path))
     return why

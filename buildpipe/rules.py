@@ -96,6 +96,22 @@ class Rule:
 
 _root: list[str] = [""]
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL_BUT_LINES = {c: e for c, e in _CONTROL.items() if c not in (0x09, 0x0A)}
+
+
+def shown(name: str) -> str:
+    """A file name as printed: control characters escaped, so that no name in a Pipefile can move
+    the cursor, retitle or clear the user's terminal; undecodable bytes show as \\udcXX."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
+def safe_text(text: str) -> str:
+    """A message as printed: like `shown`, but keeping its newlines and tabs."""
+    return text.translate(_CONTROL_BUT_LINES)
+
 
 def set_location_root(root: str) -> None:
     """Declarations are shown relative to this directory (the Pipefile's)."""

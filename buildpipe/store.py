@@ -72,7 +72,13 @@ class Lock:
         self.fd = -1
 
     def acquire(self, on_wait: Callable[[str], None] | None = None) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            # Never follow a link: a planted .buildpipe/lock must not make us overwrite its target.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"{self.path} is a symbolic link; delete it (buildpipe makes its own)")
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
