@@ -26,6 +26,7 @@ import fcntl
 import marshal
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -117,20 +118,50 @@ class Store:
         self._journal_bytes = 0
         self._journal_rows = 0
         try:
-            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            if readonly:
+                self.db = self._connect_readonly(path)
+            else:
+                self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
             self._init_schema()
             self._load()
         except sqlite3.DatabaseError as e:
+            directory = os.path.dirname(path) or "."
+            if isinstance(e, sqlite3.OperationalError) and not os.access(directory, os.W_OK):
+                raise StoreError(f"the state directory {directory} is not writable ({e})")
             raise StoreError(
                 f"the state database {path} cannot be used ({e}); deleting "
-                f"{os.path.dirname(path) or '.'} is safe: the next build reruns what it needs"
+                f"{directory} is safe: the next build reruns what it needs"
             )
+
+    @staticmethod
+    def _connect_readonly(path: str) -> sqlite3.Connection:
+        """Open for reading only, creating nothing; an absent database is an empty state.
+
+        A WAL database needs its -shm file even to read; where the directory is read-only and no
+        -wal file holds uncommitted pages, `immutable` reads the database file as it is."""
+        if not os.path.exists(path):
+            return sqlite3.connect(":memory:", isolation_level=None)
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+        try:
+            db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60, isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            if os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0:
+                raise
+            return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
 
     def _init_schema(self) -> None:
         db = self.db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables and self.readonly:
+            db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")  # in memory
+            db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
+            db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            return
         if "meta" not in tables:
             db.execute("BEGIN IMMEDIATE")
             db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
@@ -271,10 +302,11 @@ def open_state(
 
     Without `lock` (dry runs, status), the store is only read: SQLite's WAL lets that run beside a
     build."""
-    try:
-        os.makedirs(state_dir, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create the state directory {state_dir}: {e.strerror}")
+    if lock:
+        try:
+            os.makedirs(state_dir, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the state directory {state_dir}: {e.strerror}")
     the_lock = Lock(state_dir)
     if lock:
         try:
