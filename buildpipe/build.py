@@ -306,7 +306,7 @@ class Build:
             executor.start(r)
 
         def complete(res: Result) -> None:
-            i = res.index
+            i = res.rule
             r = rules[i]
             running.pop(i, None)
             seconds = time.perf_counter() - started_at.pop(i, time.perf_counter())
@@ -432,7 +432,7 @@ class Build:
         self.signal = signum
 
     def _install_signals(self) -> dict[int, object]:
-        old = {}
+        old: dict[int, object] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 old[sig] = signal.signal(sig, self._on_signal)

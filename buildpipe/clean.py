@@ -9,7 +9,7 @@ from .store import Store
 
 
 def clean(
-    g: Graph, store: Store, wanted: list[int], protected: list[str] = ()
+    g: Graph, store: Store, wanted: list[int], protected: tuple[str, ...] | list[str] = ()
 ) -> tuple[list[str], list[str]]:
     """Delete the outputs of the `wanted` rules and forget their records.
 

@@ -33,7 +33,7 @@ _HEADER = struct.Struct("<I")
 
 
 class Result(NamedTuple):
-    index: int
+    rule: int  # the rule's index
     ok: bool
     outputs: list[tuple[int, int, int, int, bytes, int]] | None  # stat + digest + recorded_ns
     log: str  # captured stdout and stderr
@@ -346,7 +346,7 @@ class ForkExecutor:
                     if pid == w.pid:
                         results.extend(self._died(w, status))
         for key, _ in events:
-            w: _Worker = key.data
+            w = key.data
             try:
                 data = os.read(w.result_r, 1 << 16)
             except OSError:

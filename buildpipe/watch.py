@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from watchdog.events import FileSystemEventHandler
+
 from .errors import BuildpipeError, Interrupted
 
 DEBOUNCE = 0.15  # seconds of quiet after a change before rebuilding
@@ -46,10 +48,11 @@ def _watched(project: Any, pipefile: str) -> set[str]:
     return paths
 
 
-class _Trigger:
+class _Trigger(FileSystemEventHandler):  # type: ignore[misc]
     """Set by the observer thread when a watched path changes."""
 
     def __init__(self, paths: set[str]) -> None:
+        super().__init__()
         self.paths = paths
         self.event = threading.Event()
         self.last = 0.0
