@@ -56,7 +56,7 @@ def _path_arg(p: str) -> str:
     return "./" + p if p.startswith("-") else p
 
 
-class _Quoted(dict):  # type: ignore[type-arg]
+class _Quoted(dict):
     def __getitem__(self, key: str) -> str:
         value = dict.__getitem__(self, key)
         return shlex.quote(value if isinstance(value, str) else str(value))
@@ -91,6 +91,7 @@ def _call(rule: Rule) -> None:
             how = f"killed by {_signame(-rc)}" if rc < 0 else f"exit status {rc}"
             raise _ShellFailed(f"command failed ({how}): {cmd}")
         return
+    assert action is not None  # the graph refuses rules without one
     outs = [Path(o) for o in rule.outputs]
     shape = rule.shape
     output: Any = outs[0] if shape is None else outs if shape == "list" else dict(zip(shape, outs))
@@ -101,9 +102,9 @@ def _call(rule: Rule) -> None:
         wants = _takes_params(action)
         _wants_params[key] = wants
     if wants:
-        action(output, inputs, params=dict(rule.params or {}))  # type: ignore[misc]
+        action(output, inputs, params=dict(rule.params or {}))
     else:
-        action(output, inputs)  # type: ignore[misc]
+        action(output, inputs)
 
 
 def _takes_params(action: Any) -> bool:

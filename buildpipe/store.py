@@ -111,9 +111,9 @@ class Store:
         self.path = path
         self.readonly = readonly  # without the lock: look, never write
         self.files: dict[str, FileRecord] = {}
-        self._rules: dict[str, tuple] = {}  # type: ignore[type-arg]
+        self._rules: dict[str, tuple] = {}
         self._dirty_files: dict[str, FileRecord | None] = {}
-        self._dirty_rules: dict[str, tuple | None] = {}  # type: ignore[type-arg]
+        self._dirty_rules: dict[str, tuple | None] = {}
         self._snapshot_bytes = 0
         self._journal_bytes = 0
         self._journal_rows = 0
@@ -239,7 +239,7 @@ class Store:
     def pending(self) -> bool:
         return bool(self._dirty_files or self._dirty_rules)
 
-    def _write(self, statements: list[tuple[str, tuple]]) -> None:  # type: ignore[type-arg]
+    def _write(self, statements: list[tuple[str, tuple]]) -> None:
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -272,7 +272,7 @@ class Store:
         self.flush()
         if self.readonly:
             return
-        statements: list[tuple[str, tuple]] = [("DELETE FROM snapshot", ()), ("DELETE FROM journal", ())]  # type: ignore[type-arg]
+        statements: list[tuple[str, tuple]] = [("DELETE FROM snapshot", ()), ("DELETE FROM journal", ())]
         files = list(self.files.items())
         rules = list(self._rules.items())
         size = 0

@@ -48,7 +48,7 @@ def _watched(project: Any, pipefile: str) -> set[str]:
     return paths
 
 
-class _Trigger(FileSystemEventHandler):  # type: ignore[misc]
+class _Trigger(FileSystemEventHandler):
     """Set by the observer thread when a watched path changes."""
 
     def __init__(self, paths: set[str]) -> None:
