@@ -85,10 +85,29 @@ def run_spec(s: RuleSpec, ins: Sequence[bytes]) -> tuple[bytes, ...]:
     return tuple(produce(s.outputs, ins, dict(s.params or {}), s.version, s.mode))
 
 
+def dependency_order(specs: Sequence[RuleSpec]) -> list[int]:
+    """Rule indices, each after the rules producing its inputs (declaration order may differ)."""
+    producer = {o: i for i, s in enumerate(specs) for o in s.outputs}
+    order: list[int] = []
+    seen: set[int] = set()
+
+    def visit(i: int) -> None:
+        if i not in seen:
+            seen.add(i)
+            for p in specs[i].inputs:
+                if p in producer:
+                    visit(producer[p])
+            order.append(i)
+
+    for i in range(len(specs)):
+        visit(i)
+    return order
+
+
 def clean_build(specs: Sequence[RuleSpec], read: Callable[[str], bytes | None]) -> dict[str, bytes]:
-    """Every output's bytes after a build from scratch (specs are in dependency order)."""
+    """Every output's bytes after a build from scratch."""
     value: dict[str, bytes] = {}
-    for s in specs:
+    for s in (specs[i] for i in dependency_order(specs)):
         ins = [value[p] if p in value else read(p) for p in s.inputs]
         assert all(b is not None for b in ins), "a source is missing"
         value.update(zip(s.outputs, run_spec(s, ins)))  # type: ignore[arg-type]
@@ -118,7 +137,7 @@ class Plan:
 class Model:
     """Contract §1 (temp files) and §2 as a few lines of Python over bytes.
 
-    The rules must be listed in dependency order (a rule after the rules producing its inputs).
+    Rules may be declared in any order; the model works in dependency order.
     """
 
     def __init__(self) -> None:
@@ -149,7 +168,7 @@ class Model:
             if i not in wanted_set:
                 wanted_set.add(i)
                 stack.extend(deps[i])
-        wanted = sorted(wanted_set)
+        wanted = [i for i in dependency_order(specs) if i in wanted_set]
         consumers: dict[int, list[int]] = {i: [] for i in wanted}
         for i in wanted:
             for d in deps[i]:
@@ -376,6 +395,13 @@ class World:
             elif line.startswith("inputs of "):
                 out, _, value = line[len("inputs of "):].partition(" = ")
                 self.set_inputs(self.rule_of(out), ast.literal_eval(value))
+            elif line.startswith("add rule "):
+                self.add_rule(parse_spec(line[len("add rule "):])[0])
+            elif line.startswith("remove rule "):
+                self.remove_rule(self.rule_of(line[len("remove rule "):]))
+            elif line.startswith("temp of "):
+                out, _, value = line[len("temp of "):].partition(" = ")
+                self.set_temp(self.rule_of(out), value == "True")
             elif line.startswith("build -n"):
                 self.dry_build(line.split()[2:] or None)
             elif line.startswith("params of "):
@@ -433,7 +459,7 @@ class World:
         self.specs[i].params = params
         self.log(f"params of {self.specs[i].outputs[0]} = {params}")
 
-    def set_inputs(self, i: int, inputs: Sequence[str]) -> None:
+    def set_inputs(self, i: int, inputs: Sequence[str], log: bool = True) -> None:
         """Change a rule's list of inputs (contract §2 item 4); new sources are created."""
         self.specs[i].inputs = tuple(inputs)
         produced = {o for s in self.specs for o in s.outputs}
@@ -441,7 +467,25 @@ class World:
             if p not in produced and p not in self.src:
                 self.src[p] = [0, 0]
                 self.fs.write(p, self._src_bytes(p))
-        self.log(f"inputs of {self.specs[i].outputs[0]} = {list(inputs)}")
+        if log:
+            self.log(f"inputs of {self.specs[i].outputs[0]} = {list(inputs)}")
+
+    def add_rule(self, spec: RuleSpec) -> None:
+        """Declare one more rule (after the others: it may read any of their outputs)."""
+        self.specs.append(spec.copy())
+        self.log(f"add rule {format_spec([spec])}")
+        self.set_inputs(len(self.specs) - 1, spec.inputs, log=False)
+
+    def remove_rule(self, i: int) -> None:
+        """Drop a rule nothing reads; its files and record stay behind."""
+        out = self.specs[i].outputs
+        assert not any(p in out for s in self.specs for p in s.inputs)
+        del self.specs[i]
+        self.log(f"remove rule {out[0]}")
+
+    def set_temp(self, i: int, temp: bool) -> None:
+        self.specs[i].temp = temp
+        self.log(f"temp of {self.specs[i].outputs[0]} = {temp}")
 
     def dry_build(self, targets: Sequence[str] | None = None) -> set[int]:
         """`pipe build -n`: lists what would run, changes nothing."""

@@ -45,6 +45,8 @@ def graphs(draw: Any, max_rules: int = MAX_RULES) -> list[RuleSpec]:
                 else:
                     ins.extend(dep)
         ins = list(dict.fromkeys(ins))
+        if ins and draw(st.integers(0, 9)) == 0:
+            ins.append(ins[0])  # the same input twice
         ins = draw(st.permutations(ins))
         specs.append(
             RuleSpec(
@@ -60,7 +62,7 @@ def graphs(draw: Any, max_rules: int = MAX_RULES) -> list[RuleSpec]:
 
 OPS = [
     "build", "build", "build", "edit", "edit", "edit_comment", "touch", "sneaky", "delete",
-    "hand_edit", "params", "noise", "action", "advance", "dry", "inputs",
+    "hand_edit", "params", "noise", "action", "advance", "dry", "inputs", "graph",
 ]
 
 
@@ -92,7 +94,7 @@ def steps(draw: Any, specs: list[RuleSpec]) -> list[tuple[Any, ...]]:
         elif op in ("delete", "hand_edit"):
             out.append((op, draw(st.sampled_from(outs)), draw(st.booleans())))
         elif op in ("params", "noise", "action"):
-            out.append((op, draw(st.integers(0, len(specs) - 1)), draw(st.integers(0, 2))))
+            out.append((op, draw(st.integers(0, 99)), draw(st.integers(0, 2))))
         elif op == "advance":
             out.append((op, draw(st.sampled_from([1 * MS + 1, 30 * MS + 1, SECOND + 7]))))
         elif op == "dry":
@@ -102,9 +104,21 @@ def steps(draw: Any, specs: list[RuleSpec]) -> list[tuple[Any, ...]]:
             out.append((op, targets))
         elif op == "inputs":
             how = draw(st.sampled_from(["rotate", "drop", "add_source", "add_dep"]))
-            out.append((op, draw(st.integers(0, len(specs) - 1)), how, draw(st.integers(0, 99))))
+            out.append((op, draw(st.integers(0, 99)), how, draw(st.integers(0, 99))))
+        elif op == "graph":
+            how = draw(st.sampled_from(["add", "remove", "temp"]))
+            ins = draw(st.lists(st.sampled_from(outs + srcs[:1]), max_size=3, unique=True))
+            out.append((op, how, draw(st.integers(0, 99)), ins, draw(st.booleans())))
     out.append(("build", None, (), True, False, (), SECOND + 7))  # always end by converging
     return out
+
+
+def _known(world: World, targets: list[str] | None) -> list[str] | None:
+    """The targets still declared (the graph may have changed since they were drawn)."""
+    if targets is None:
+        return None
+    outs = {o for s in world.specs for o in s.outputs}
+    return [t for t in targets if t in outs] or None
 
 
 def run(world: World, plan: list[tuple[Any, ...]]) -> None:
@@ -112,7 +126,8 @@ def run(world: World, plan: list[tuple[Any, ...]]) -> None:
         op = step[0]
         if op == "build":
             _, targets, fail, keep_going, force_all, force, adv = step
-            world.build(targets, fail=fail, keep_going=keep_going, force_all=force_all,
+            force = _known(world, list(force)) or []
+            world.build(_known(world, targets), fail=fail, keep_going=keep_going, force_all=force_all,
                         force=force, advance=adv)
         elif op == "edit":
             world.edit(step[1])
@@ -132,19 +147,37 @@ def run(world: World, plan: list[tuple[Any, ...]]) -> None:
         elif op == "hand_edit":
             world.hand_edit(step[1], same_size=step[2])
         elif op == "params":
-            i = step[1]
+            i = step[1] % len(world.specs)
             world.set_params(i, {**(world.specs[i].params or {}), "p": step[2] + 10})
         elif op == "noise":
-            i = step[1]
+            i = step[1] % len(world.specs)
             world.set_params(i, {**(world.specs[i].params or {}), "noise": step[2]})
         elif op == "action":
-            world.bump_action(step[1])
+            world.bump_action(step[1] % len(world.specs))
         elif op == "advance":
             world.advance(step[1])
         elif op == "dry":
-            world.dry_build(step[1])
+            world.dry_build(_known(world, step[1]))
+        elif op == "graph":
+            _, how, k, ins, flag = step
+            specs = world.specs
+            if how == "add":
+                produced = {o for s in specs for o in s.outputs}
+                outs = (f"out/new{k}",) if flag else (f"tmp/new{k}",)
+                if outs[0] not in produced:
+                    world.add_rule(RuleSpec(outs, tuple(p for p in ins if p in produced
+                                                        or p.startswith("src/")), temp=not flag))
+            elif how == "remove":
+                read = {p for s in specs for p in s.inputs}
+                sinks = [i for i, s in enumerate(specs) if not read & set(s.outputs)]
+                if len(specs) > 1 and sinks:
+                    world.remove_rule(sinks[k % len(sinks)])
+            else:
+                i = k % len(specs)
+                world.set_temp(i, not specs[i].temp)
         elif op == "inputs":
             _, i, how, k = step
+            i %= len(world.specs)
             ins = list(world.specs[i].inputs)
             if how == "rotate" and len(ins) > 1:
                 ins = ins[1:] + ins[:1]
@@ -160,6 +193,8 @@ def run(world: World, plan: list[tuple[Any, ...]]) -> None:
 @st.composite
 def worlds(draw: Any) -> tuple[list[RuleSpec], dict[str, Any], list[tuple[Any, ...]]]:
     specs = draw(graphs())
+    if draw(st.integers(0, 3)) == 0:  # declared out of dependency order: a consumer first
+        specs = draw(st.permutations(specs))
     options = {
         "granularity": draw(st.sampled_from([1, 1, 10 * MS, SECOND, 2 * SECOND])),
         "reuse_inodes": draw(st.booleans()),
