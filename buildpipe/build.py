@@ -20,7 +20,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from .executor import Executor, Result
@@ -36,25 +35,36 @@ FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
 REFRESH_MAX_BYTES = 1 << 20  # larger outputs are left to be re-hashed if the next build needs them
 
 
-@dataclass
 class BuildOptions:
-    targets: list[str] | None = None  # None: the default targets, else every rule
-    keep_going: bool = False
-    dry_run: bool = False
-    force_all: bool = False
-    force: list[str] = field(default_factory=list)
+    """What `pipe build` was asked for."""
+
+    def __init__(
+        self,
+        targets: list[str] | None = None,  # None: the default targets, else every rule
+        keep_going: bool = False,
+        dry_run: bool = False,
+        force_all: bool = False,
+        force: list[str] | None = None,
+    ) -> None:
+        self.targets = targets
+        self.keep_going = keep_going
+        self.dry_run = dry_run
+        self.force_all = force_all
+        self.force = force or []
 
 
-@dataclass
 class BuildSummary:
-    wanted: int = 0
-    ran: list[int] = field(default_factory=list)
-    failed: list[tuple[int, Result]] = field(default_factory=list)
-    blocked: int = 0
-    up_to_date: int = 0
-    interrupted: int = 0  # the signal number that stopped the build
-    would_run: list[tuple[int, list[Reason]]] = field(default_factory=list)
-    seconds: float = 0.0
+    """What a build did, for the report and the exit status."""
+
+    def __init__(self, wanted: int = 0) -> None:
+        self.wanted = wanted
+        self.ran: list[int] = []
+        self.failed: list[tuple[int, Result]] = []
+        self.blocked = 0
+        self.up_to_date = 0
+        self.interrupted = 0  # the signal number that stopped the build
+        self.would_run: list[tuple[int, list[Reason]]] = []
+        self.seconds = 0.0
 
     @property
     def ok(self) -> bool:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import string
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import PurePath
 from typing import Any
 
 from .errors import PipefileError
 from .rules import Invariant, Rule, ShAction, format_where
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-PLAIN_SCALARS = (type(None), bool, int, float, str, bytes, PurePath)
+PLAIN_SCALARS = (type(None), bool, int, float, str, bytes, os.PathLike)  # PathLike: Path
 
 
 class Registry:
@@ -67,8 +65,8 @@ def _norm(path: Any, root: str, where: tuple[str, int], what: str) -> str:
         return path
     if isinstance(path, str):
         p = path
-    elif isinstance(path, PurePath):
-        p = str(path)
+    elif isinstance(path, os.PathLike) and isinstance(os.fspath(path), str):
+        p = os.fspath(path)
     else:
         raise PipefileError(
             f"{what} must be a path (str or Path), not {type(path).__name__}: {path!r}",
@@ -91,7 +89,7 @@ def _outside(p: str) -> bool:
 
 
 def _inputs(inputs: Any, root: str, where: tuple[str, int]) -> tuple[str, ...]:
-    if isinstance(inputs, (str, PurePath, Rule, Invariant)):
+    if isinstance(inputs, (str, os.PathLike, Rule, Invariant)):
         inputs = [inputs]
     elif not isinstance(inputs, Iterable) or isinstance(inputs, (dict, bytes)):
         raise PipefileError(
@@ -166,7 +164,7 @@ def rule(
         return r
     root = reg.root
     shape: None | str | tuple[str, ...]
-    if isinstance(outputs, (str, PurePath)):
+    if isinstance(outputs, (str, os.PathLike)):
         outs: tuple[str, ...] = (_norm(outputs, root, where, "an output"),)
         shape = None
     elif isinstance(outputs, dict):
@@ -226,7 +224,7 @@ def rule(
     return r
 
 
-def invariant(path: str | PurePath) -> Invariant:
+def invariant(path: str | os.PathLike[str]) -> Invariant:
     """Track `path` explicitly as a source; the handle can stand in `inputs=`."""
     reg = _current[0]
     where = _caller()
@@ -236,7 +234,7 @@ def invariant(path: str | PurePath) -> Invariant:
 
 
 def _targets(targets: Any, where: tuple[str, int], what: str) -> list[str]:
-    if isinstance(targets, (str, PurePath, Rule, Invariant)):
+    if isinstance(targets, (str, os.PathLike, Rule, Invariant)):
         targets = [targets]
     out: list[str] = []
     try:
@@ -251,8 +249,8 @@ def _targets(targets: Any, where: tuple[str, int], what: str) -> list[str]:
             out.append(t.outputs[0])
         elif isinstance(t, Invariant):
             out.append(t.path)
-        elif isinstance(t, (str, PurePath)):
-            out.append(str(t))
+        elif isinstance(t, (str, os.PathLike)):
+            out.append(os.fspath(t))
         else:
             raise PipefileError(
                 f"{what} takes targets (names, paths or rules), not {type(t).__name__}",
@@ -295,6 +293,8 @@ def sh(command: str) -> ShAction:
     `{output}`, `{input}` (the first), `{outputs}`, `{inputs}` (all, space-separated) and
     `{params[k]}` are replaced by shell-quoted values; write `{{` and `}}` for literal braces.
     """
+    import string
+
     where = _caller()
     if not isinstance(command, str):
         raise PipefileError(

@@ -16,12 +16,9 @@ import selectors
 import shlex
 import signal
 import struct
-import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from .filesystem import digest_path, stat_path
@@ -83,6 +80,8 @@ _wants_params: dict[int, bool] = {}
 def _call(rule: Rule) -> None:
     action = rule.action
     if isinstance(action, ShAction):
+        import subprocess
+
         cmd = sh_command(rule, action)
         sys.stdout.flush()
         proc = subprocess.run(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL)
@@ -91,6 +90,8 @@ def _call(rule: Rule) -> None:
             how = f"killed by {_signame(-rc)}" if rc < 0 else f"exit status {rc}"
             raise _ShellFailed(f"command failed ({how}): {cmd}")
         return
+    from pathlib import Path
+
     assert action is not None  # the graph refuses rules without one
     outs = [Path(o) for o in rule.outputs]
     shape = rule.shape
@@ -176,6 +177,8 @@ def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
 
 
 def _user_traceback(e: BaseException) -> str:
+    import traceback
+
     tb = traceback.extract_tb(e.__traceback__)
     frames = [f for f in tb if not f.filename.startswith(_PACKAGE_DIR)]
     text = "".join(traceback.format_exception_only(type(e), e)).rstrip()

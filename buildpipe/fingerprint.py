@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dis
 import functools
+import os
 import sys
 import types
-from pathlib import PurePath
 from typing import Any
 
 import xxhash
@@ -167,7 +167,7 @@ class Fingerprinter:
 
 
 def _is_plain_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str, bytes, PurePath))
+    return value is None or isinstance(value, (bool, int, float, str, bytes, os.PathLike))
 
 
 def _plain(value: Any, h: Any) -> None:
@@ -182,8 +182,8 @@ def _plain(value: Any, h: Any) -> None:
         for v in items:
             _plain(v, h)
         h.update(b")")
-    elif isinstance(value, PurePath):
-        h.update(b"path:" + str(value).encode("utf-8", "surrogatepass") + b"\0")
+    elif isinstance(value, os.PathLike):
+        h.update(b"path:" + str(os.fspath(value)).encode("utf-8", "surrogatepass") + b"\0")
     elif isinstance(value, types.CodeType):
         h.update(value.co_code)
     else:

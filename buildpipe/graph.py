@@ -4,7 +4,6 @@ target naming an existing file exists."""
 
 from __future__ import annotations
 
-import difflib
 import os
 
 from .dsl import Registry
@@ -199,6 +198,8 @@ class Graph:
         return p
 
     def _suggest(self, target: str) -> str:
+        import difflib
+
         candidates = list(self.aliases) + list(self.names) + list(self.producer)
         close = difflib.get_close_matches(target, candidates, n=3, cutoff=0.6)
         return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

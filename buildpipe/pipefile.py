@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 import types
 
 from .dsl import _PACKAGE_DIR, Registry, fresh_registry
@@ -63,6 +62,8 @@ def _nul_line(source: bytes) -> int:
 
 def user_error(e: BaseException) -> PipefileError:
     """A PipefileError for an exception raised by user code: the user's frames only, newest last."""
+    import traceback
+
     frames = [
         fs
         for fs in traceback.extract_tb(e.__traceback__)

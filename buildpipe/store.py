@@ -26,7 +26,6 @@ import fcntl
 import marshal
 import os
 import sqlite3
-import urllib.parse
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -141,6 +140,8 @@ class Store:
 
         A WAL database needs its -shm file even to read; where the directory is read-only and no
         -wal file holds uncommitted pages, `immutable` reads the database file as it is."""
+        import urllib.parse
+
         if not os.path.exists(path):
             return sqlite3.connect(":memory:", isolation_level=None)
         uri = "file:" + urllib.parse.quote(os.path.abspath(path))
