@@ -36,7 +36,7 @@ from .errors import StoreError
 SCHEMA = 2
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
-CHUNK_ENTRIES = 100_000  # entries per snapshot row, far below SQLite's blob limit
+CHUNK_ENTRIES = 20_000  # entries per snapshot row: small blobs keep the peak memory of loading low
 DIGEST_SIZE = 16
 
 FileRecord = tuple[int, int, int, int, bytes, int]  # size, mtime, ctime, ino, digest, recorded

@@ -252,6 +252,8 @@ class FakeExecutor:
     """Deferred in-process execution: start() queues, wait() runs queued rules and returns Results.
 
     order: "fifo_all" runs every queued rule per wait(); "fifo_one" / "lifo_one" one per wait().
+    on_result(result) returning True stops a wait() there (the test interrupts the build then);
+    shutdown(kill=True) kills what is still queued, leaving partial outputs.
     fail: first outputs of rules whose action fails (after deleting the old outputs; with
     `partial`, a failing action leaves a half-written first output behind, as a crash would).
     Everything that happens is appended to `events`: ("start", i) and ("done", i, ok).
@@ -268,6 +270,7 @@ class FakeExecutor:
         per_rule_ns: int = 100_003,
         partial: bool = True,
         events: list[tuple[Any, ...]] | None = None,
+        on_result: Callable[[Result], bool] | None = None,
     ) -> None:
         self.rules = rules
         self.fs = fs
@@ -280,6 +283,8 @@ class FakeExecutor:
         self.queue: list[int] = []
         self.problems: list[str] = []  # things a real worker would show as a failed action
         self.shut = False
+        self.on_result = on_result  # returns True to stop handing out results (an interrupt)
+        self.killed: list[int] = []
 
     def start(self, rule: Rule) -> None:
         assert not self.shut, "start() after shutdown()"
@@ -303,10 +308,13 @@ class FakeExecutor:
         else:
             raise ValueError(self.order)
         results = []
-        for i in batch:
+        for k, i in enumerate(batch):
             res = self.run_one(i)
             self.events.append(("done", i, res.ok))
             results.append(res)
+            if self.on_result is not None and self.on_result(res):
+                self.queue[:0] = batch[k + 1 :]  # still running when the signal came
+                break
         return results
 
     def run_one(self, i: int) -> Result:
@@ -339,7 +347,17 @@ class FakeExecutor:
         return Result(i, True, states, "", "")
 
     def shutdown(self, kill: bool) -> None:
+        """With `kill`, rules still running die half-way: old outputs gone, a partial one left."""
         self.shut = True
+        if kill:
+            for i in self.queue:
+                outs = self.rules[i].outputs
+                for o in outs:
+                    self.fs.remove(o)
+                if self.partial:
+                    self.fs.create(outs[0], b"partial output of a killed action")
+                self.killed.append(i)
+                self.events.append(("killed", i))
         self.queue = []
 
 

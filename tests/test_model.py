@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -372,20 +373,27 @@ class World:
             line = line.strip()
             m = re.fullmatch(
                 r"build( [^-(\[][^(\[]*)?(?: \(failing: ([^;)]*)(; without -k)?\))?( -B)?"
-                r"((?: --force \S+)*)(?: \[then clock \+= (\d+)\])?",
+                r"((?: --force \S+)*)(?: \[Ctrl-C after (\d+)\])?(?: \[then clock \+= (\d+)\])?",
                 line,
             )
             if m:
                 targets = m.group(1).split() if m.group(1) else None
                 fail = m.group(2).split(", ") if m.group(2) else []
                 force = m.group(5).split()[1::2] if m.group(5) else []
-                adv = int(m.group(6)) if m.group(6) is not None else SECOND + 7
+                stop = int(m.group(6)) if m.group(6) is not None else None
+                adv = int(m.group(7)) if m.group(7) is not None else SECOND + 7
                 self.build(targets, fail=fail, keep_going=not m.group(3),
-                           force_all=bool(m.group(4)), force=force, advance=adv)
+                           force_all=bool(m.group(4)), force=force, advance=adv,
+                           interrupt_after=stop)
                 continue
             word, _, rest = line.partition(" ")
             if line.startswith("edit comment of "):
                 self.edit_comment(line[len("edit comment of "):])
+            elif line.startswith("same-stat hand-edit "):
+                self.sneaky_hand_edit(line[len("same-stat hand-edit "):])
+            elif line.startswith("backdate "):
+                _, path, _, ns = line.split()
+                self.backdate(path, int(ns))
             elif line.startswith("same-stat edit comment of "):
                 self.sneaky_edit(line[len("same-stat edit comment of "):], comment=True)
             elif line.startswith("same-stat edit "):
@@ -409,8 +417,9 @@ class World:
                 self.set_params(self.rule_of(out), ast.literal_eval(value))
             elif word == "hand-edit":
                 self.hand_edit(rest.split()[0], same_size=not rest.endswith("(grow)"))
-            elif word in ("edit", "touch", "rm", "clock"):
+            elif word in ("edit", "touch", "rm", "clock", "replace"):
                 {"edit": self.edit, "touch": self.touch, "rm": self.delete,
+                 "replace": self.replace_file,
                  "clock": lambda r: self.advance(int(r.split()[-1]))}[word](rest)
             else:
                 raise ValueError(f"unknown step {line!r}")
@@ -438,6 +447,25 @@ class World:
         self.src[p][1 if comment else 0] += 1
         self.fs.sneaky_write(p, self._src_bytes(p))
         self.log(f"same-stat edit {'comment of ' if comment else ''}{p}")
+
+    def replace_file(self, p: str) -> None:
+        """Edit a source the way editors save: a new file renamed over the old (new inode)."""
+        self.src[p][0] += 1
+        self.fs.replace(p, self._src_bytes(p))
+        self.log(f"replace {p}")
+
+    def backdate(self, p: str, ns: int) -> None:
+        """Set the mtime into the past (touch -d, cp -p, tar x); the ctime moves to now."""
+        f = self.fs.files[p]
+        self.fs.set_times(p, f.mtime - ns, self.fs.stamp())
+        self.log(f"backdate {p} by {ns}")
+
+    def sneaky_hand_edit(self, p: str) -> None:
+        """Change an output's bytes keeping its whole stat (an edit in the tick it was written)."""
+        old = self.fs.files[p].data
+        new = bytes(reversed(old)) if bytes(reversed(old)) != old else b"~" + old[1:]
+        self.fs.sneaky_write(p, new)
+        self.log(f"same-stat hand-edit {p}")
 
     def touch(self, p: str) -> None:
         self.fs.touch(p)
@@ -532,7 +560,10 @@ class World:
         force_all: bool = False,
         force: Sequence[str] = (),
         advance: int | None = SECOND + 7,
+        interrupt_after: int | None = None,
     ) -> Plan:
+        """One build, checked against the model. `interrupt_after=k`: Ctrl-C arrives when the
+        k-th rule finishes (k >= 1); rules still running are killed half-way."""
         fail = sorted(set(fail))
         desc = "build" + (f" {' '.join(targets)}" if targets is not None else "")
         if fail:
@@ -541,6 +572,8 @@ class World:
             desc += " -B"
         for f in force:
             desc += f" --force {f}"
+        if interrupt_after is not None:
+            desc += f" [Ctrl-C after {interrupt_after}]"
         if advance != SECOND + 7:
             desc += f" [then clock += {advance or 0}]"
         self.log(desc)
@@ -553,10 +586,19 @@ class World:
         events: list[tuple[Any, ...]] = []
         executors: list[FakeExecutor] = []
 
+        finished = [0]
+
+        def on_result(res: Any) -> bool:
+            finished[0] += 1
+            if finished[0] == interrupt_after:
+                b.signal = signal.SIGINT  # what Build's SIGINT handler does
+                return True
+            return False
+
         def make_executor() -> FakeExecutor:
             ex = FakeExecutor(
                 graph.rules, fs, slots=self.slots, fail=fail, order=self.order, events=events,
-                per_rule_ns=self.rule_ns,
+                per_rule_ns=self.rule_ns, on_result=on_result,
             )
             executors.append(ex)
             return ex
@@ -596,16 +638,22 @@ class World:
         check(not problems, f"a rule ran with an input missing: {problems}")
         check(len(started) == len(set(started)), f"a rule ran twice: {names(started)}")
         check(all(e.shut for e in executors), "the executor was not shut down")
-        check(summary.interrupted == 0, "interrupted")
+        interrupted = bool(interrupt_after) and finished[0] >= interrupt_after
+        check(
+            summary.interrupted == (signal.SIGINT if interrupted else 0),
+            f"summary.interrupted is {summary.interrupted}",
+        )
 
-        if keep_going or FAILED not in plan.outcome.values():
+        if interrupted:
+            outcome = self._check_partial_build(plan, events, started, done, check, None)
+        elif keep_going or FAILED not in plan.outcome.values():
             outcome = plan.outcome
             check(
                 set(started) == plan.ran(),
                 f"ran {names(started)}, the model runs {names(plan.ran())}",
             )
         else:
-            outcome = self._check_stop_at_first_failure(plan, events, started, done, check, names)
+            outcome = self._check_partial_build(plan, events, started, done, check, "failure")
         built = {i for i, x in outcome.items() if x == BUILT}
         failed = {i for i, x in outcome.items() if x == FAILED}
         check(
@@ -645,6 +693,8 @@ class World:
         # when they should (-k); nothing else changed.
         clean = clean_build(specs, fs.read)
         deleted = self.model.temp_deleted(specs, plan, outcome)
+        complete = keep_going and not interrupted  # else which temp files went is timing
+        killed = {e[1] for e in events if e[0] == "killed"}
         checked: set[str] = set()
         for i in plan.wanted:
             s = specs[i]
@@ -653,17 +703,19 @@ class World:
                 checked.add(o)
                 if x in (UPTODATE, BUILT):
                     check(plan.value[o] == clean[o], f"model bug: {o} differs from a clean build")
-                    if i in deleted:
-                        if keep_going:
-                            check(not fs.exists(o), f"temp file {o} was not deleted")
-                    elif s.temp and not keep_going and x == UPTODATE:
-                        pass  # may or may not be deleted when the build stopped early
+                    if i in deleted and complete:
+                        check(not fs.exists(o), f"temp file {o} was not deleted")
+                    elif s.temp and (not complete or i in deleted):
+                        check(
+                            not fs.exists(o) or fs.read(o) == clean[o],
+                            f"temp file {o} ({x}) holds {fs.read(o)!r}, not {clean[o]!r}",
+                        )
                     else:
                         check(
                             fs.read(o) == clean[o],
                             f"{o} ({x}) holds {fs.read(o)!r}, a clean build gives {clean[o]!r}",
                         )
-                elif x in (BLOCKED, NOTRUN, DEFERRED):
+                elif x in (BLOCKED, NOTRUN, DEFERRED) and i not in killed:
                     check(
                         fs.read(o) == (before[o][0] if o in before else None),
                         f"{o} ({x}) was changed",
@@ -678,25 +730,32 @@ class World:
             self.clock.advance(advance)
         return plan
 
-    def _check_stop_at_first_failure(
+    def _check_partial_build(
         self,
         plan: Plan,
         events: list[tuple[Any, ...]],
         started: list[int],
         done: dict[int, bool],
         check: Callable[[bool, str], None],
-        names: Callable[[Iterable[int]], list[str]],
+        stop: str | None,
     ) -> dict[int, str]:
-        """Without -k the rules started depend on scheduling; check what holds for any order:
-        only rules the model runs, each after what it needs, none after the first failure was
-        seen, and at least one failure. Returns the outcome to record."""
+        """A build that stopped early: without -k at the first failure (stop="failure"), or
+        interrupted (stop=None). What ran then depends on scheduling; check what holds for any
+        order: only rules the model runs, each after what it needs, none after the first
+        failure was seen, and (without -k) at least one failure. Returns the outcome to record:
+        what finished, as it finished; everything else keeps its record."""
         specs = self.specs
         fail_seen = False
         ok_done: set[int] = set()
         for e in events:
-            if e[0] == "start":
+            if e[0] == "killed":
+                check(stop is None, f"{specs[e[1]].outputs[0]} was killed")
+            elif e[0] == "start":
                 i = e[1]
-                check(not fail_seen, f"{specs[i].outputs[0]} started after a failure without -k")
+                check(
+                    not (fail_seen and stop),
+                    f"{specs[i].outputs[0]} started after a failure without -k",
+                )
                 check(i in plan.run_all, f"{specs[i].outputs[0]} ran; the model does not run it")
                 for d in plan.deps[i]:
                     if d in plan.run_all:
@@ -708,7 +767,8 @@ class World:
                 fail_seen = True
             else:
                 ok_done.add(e[1])
-        check(fail_seen, "nothing failed without -k, though the model says something must")
+        if stop:
+            check(fail_seen, "nothing failed without -k, though the model says something must")
         outcome: dict[int, str] = {}
         for i in plan.wanted:
             if i in done:
@@ -717,8 +777,9 @@ class World:
                 outcome[i] = NOTRUN
             else:
                 outcome[i] = plan.outcome[i] if plan.outcome[i] != BLOCKED else NOTRUN
-        for i in started:
-            check(i in done, f"{specs[i].outputs[0]} started but never finished")
+        if stop:
+            for i in started:
+                check(i in done, f"{specs[i].outputs[0]} started but never finished")
         return outcome
 
 
@@ -814,6 +875,32 @@ def test_coarse_timestamps_same_tick_edits(granularity: int) -> None:
     w.hand_edit("out/b")  # an output edited in the tick it was written in
     w.build(advance=10 * MS)
     assert w.last_ran == ["out/b"]
+    w.build()
+    assert w.last_ran == []
+
+
+def test_output_edited_in_the_tick_it_was_written_is_seen() -> None:
+    """A hand edit of an output right after the build, keeping its stat: still racy, re-hashed."""
+    w = World(parse_spec("out/a <- src/a\nout/b <- out/a"))
+    w.build(advance=0)
+    w.sneaky_hand_edit("out/a")
+    w.build(advance=5 * MS)
+    assert w.last_ran == ["out/a"]
+    w.sneaky_hand_edit("out/b")
+    w.build()
+    assert w.last_ran == ["out/b"]
+
+
+def test_replaced_and_backdated_sources() -> None:
+    """An editor's save (new inode) and an mtime set into the past (cp -p, tar x) are changes
+    of state: the content decides."""
+    w = World(parse_spec("out/a <- src/a\nout/b <- src/b"), reuse_inodes=True)
+    w.build()
+    w.replace_file("src/a")
+    w.backdate("src/b", 3600 * SECOND)
+    w.build()
+    assert w.last_ran == ["out/a"]
+    w.backdate("src/a", 3600 * SECOND)
     w.build()
     assert w.last_ran == []
 
@@ -932,6 +1019,25 @@ def test_without_keep_going_nothing_starts_after_a_failure() -> None:
     assert w.last_ran == ["out/a", "out/b", "out/c"]
 
 
+@pytest.mark.parametrize("slots", [1, 3])
+def test_interrupted_build_records_what_finished(slots: int) -> None:
+    """Ctrl-C: what finished is recorded, what was running is killed half-way and its partial
+    outputs are never taken as built; the next build finishes the job."""
+    w = World(parse_spec("""
+        out/a <- src/a
+        tmp/t <- out/a !temp
+        out/b <- tmp/t src/b
+        out/c <- src/c
+        out/d <- out/b out/c
+    """), slots=slots, order="fifo_one")
+    w.build()
+    for p in ("src/a", "src/b", "src/c"):
+        w.edit(p)
+    w.build(interrupt_after=1)
+    w.build()
+    assert "out/d" in w.last_ran
+
+
 def test_repro_round_trip() -> None:
     """A failure message's repro replays to the same state (for bug reports)."""
     w = World(parse_spec("out/a <- src/a !p=1\ntmp/t out/u <- out/a !temp !const !noise=2"))
@@ -939,6 +1045,7 @@ def test_repro_round_trip() -> None:
     w.edit("src/a")
     w.hand_edit("out/a", same_size=False)
     w.build(["tmp/t"], fail=["out/a"], advance=3 * MS)
+    w.build(interrupt_after=1, keep_going=False)
     w2, steps = World.from_repro(w.repro())
     w2.replay(steps)
     assert w2.fs.snapshot() == w.fs.snapshot()

@@ -62,7 +62,8 @@ def graphs(draw: Any, max_rules: int = MAX_RULES) -> list[RuleSpec]:
 
 OPS = [
     "build", "build", "build", "edit", "edit", "edit_comment", "touch", "sneaky", "delete",
-    "hand_edit", "params", "noise", "action", "advance", "dry", "inputs", "graph",
+    "hand_edit", "params", "noise", "action", "advance", "dry", "inputs", "graph", "replace",
+    "backdate", "sneaky_out",
 ]
 
 
@@ -72,7 +73,7 @@ def steps(draw: Any, specs: list[RuleSpec]) -> list[tuple[Any, ...]]:
     outs = [o for s in specs for o in s.outputs]
     firsts = [s.outputs[0] for s in specs]
     firsts += [s.outputs[0] for s in specs if s.temp] * 2  # temp rules failing are interesting
-    out: list[tuple[Any, ...]] = [("build", None, (), True, False, (), SECOND + 7)]
+    out: list[tuple[Any, ...]] = [("build", None, (), True, False, (), SECOND + 7, None)]
     for _ in range(draw(st.integers(1, MAX_STEPS))):
         op = draw(st.sampled_from(OPS))
         if op == "build":
@@ -87,10 +88,15 @@ def steps(draw: Any, specs: list[RuleSpec]) -> list[tuple[Any, ...]]:
             force = draw(st.lists(st.sampled_from(outs), max_size=2)) if draw(
                 st.integers(0, 10)) == 0 else []
             adv = draw(st.sampled_from([SECOND + 7, 2 * MS + 3, 0]))
-            out.append(("build", targets, tuple(fail), keep_going, force_all, tuple(force), adv))
-        elif op in ("edit", "edit_comment", "touch", "sneaky"):
+            stop = draw(st.integers(1, 6)) if draw(st.integers(0, 7)) == 0 else None
+            out.append(
+                ("build", targets, tuple(fail), keep_going, force_all, tuple(force), adv, stop)
+            )
+        elif op in ("edit", "edit_comment", "touch", "sneaky", "replace", "backdate"):
             if srcs:
                 out.append((op, draw(st.sampled_from(srcs))))
+        elif op == "sneaky_out":
+            out.append((op, draw(st.sampled_from(outs))))
         elif op in ("delete", "hand_edit"):
             out.append((op, draw(st.sampled_from(outs)), draw(st.booleans())))
         elif op in ("params", "noise", "action"):
@@ -109,7 +115,7 @@ def steps(draw: Any, specs: list[RuleSpec]) -> list[tuple[Any, ...]]:
             how = draw(st.sampled_from(["add", "remove", "temp"]))
             ins = draw(st.lists(st.sampled_from(outs + srcs[:1]), max_size=3, unique=True))
             out.append((op, how, draw(st.integers(0, 99)), ins, draw(st.booleans())))
-    out.append(("build", None, (), True, False, (), SECOND + 7))  # always end by converging
+    out.append(("build", None, (), True, False, (), SECOND + 7, None))  # always end by converging
     return out
 
 
@@ -125,10 +131,10 @@ def run(world: World, plan: list[tuple[Any, ...]]) -> None:
     for step in plan:
         op = step[0]
         if op == "build":
-            _, targets, fail, keep_going, force_all, force, adv = step
+            _, targets, fail, keep_going, force_all, force, adv, stop = step
             force = _known(world, list(force)) or []
-            world.build(_known(world, targets), fail=fail, keep_going=keep_going, force_all=force_all,
-                        force=force, advance=adv)
+            world.build(_known(world, targets), fail=fail, keep_going=keep_going,
+                        force_all=force_all, force=force, advance=adv, interrupt_after=stop)
         elif op == "edit":
             world.edit(step[1])
         elif op == "edit_comment":
@@ -141,6 +147,15 @@ def run(world: World, plan: list[tuple[Any, ...]]) -> None:
                 world.sneaky_edit(step[1])
             else:
                 world.edit(step[1])
+        elif op == "replace":
+            world.replace_file(step[1])
+        elif op == "backdate":
+            world.backdate(step[1], 3600 * SECOND)
+        elif op == "sneaky_out":
+            if world.fs.exists(step[1]) and world.fs.same_tick(step[1]):
+                world.sneaky_hand_edit(step[1])
+            elif world.fs.exists(step[1]):
+                world.hand_edit(step[1])
         elif op == "delete":
             if world.fs.exists(step[1]):
                 world.delete(step[1])

@@ -360,3 +360,21 @@ def test_given_state_files_that_are_symlinks_then_their_targets_are_never_writte
     assert victim.read_text() == "precious\n", f"pipe wrote through .buildpipe/{name}\n{r}"
     if r.rc == 2:
         assert ".buildpipe" in r.err and len(r.err.strip().splitlines()) == 1, r
+
+
+def test_given_file_names_with_terminal_control_characters_then_pipe_never_prints_them_raw(project):
+    """A name like `\\x1b]0;...\\x07` printed raw would drive the user's terminal (retitle it, clear it,
+    hide text); the contract's plain output (NO_COLOR, not a terminal) holds no escape at all."""
+    src = "src/\x1b[2Jclear\r.txt"
+    out = "out/\x1b]0;owned\x07title.txt"
+    project.write(src, "a\n")
+    project.pipefile(f"rule({out!r}, [{src!r}], cat)\nrule('out/bad.txt', [{src!r}], sh('exit 3'))\n")
+    runs = [project.build("-v", "-k", rc=1)]
+    project.write(src, "b\n")
+    for args in (("status",), ("list",), ("graph",), ("graph", "--format", "dot"), ("build", "-n")):
+        runs.append(project.run(*args, rc=None))
+    runs.append(project.run("clean"))
+    for r in runs:
+        assert_no_internal_traceback(r.text, project.root)
+        for ch in "\x1b\x07\r":
+            assert ch not in r.text, f"raw {ch!r} printed\n{r}"
