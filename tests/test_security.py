@@ -371,7 +371,7 @@ def test_given_file_names_with_terminal_control_characters_then_pipe_never_print
     project.pipefile(f"rule({out!r}, [{src!r}], cat)\nrule('out/bad.txt', [{src!r}], sh('exit 3'))\n")
     runs = [project.build("-v", "-k", rc=1)]
     project.write(src, "b\n")
-    for args in (("status",), ("list",), ("graph",), ("graph", "--format", "dot"), ("build", "-n")):
+    for args in (("status",), ("list",), ("graph", "--format", "dot"), ("build", "-n")):
         runs.append(project.run(*args, rc=None))
     runs.append(project.run("clean"))
     for r in runs:
