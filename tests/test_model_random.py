@@ -127,6 +127,20 @@ def _known(world: World, targets: list[str] | None) -> list[str] | None:
     return [t for t in targets if t in outs] or None
 
 
+def _upstream(world: World, j: int) -> set[int]:
+    """The rules rule j needs, transitively (a new input from any other rule keeps a DAG)."""
+    producer = {o: i for i, s in enumerate(world.specs) for o in s.outputs}
+    seen: set[int] = set()
+    stack = [j]
+    while stack:
+        for p in world.specs[stack.pop()].inputs:
+            q = producer.get(p)
+            if q is not None and q not in seen:
+                seen.add(q)
+                stack.append(q)
+    return seen
+
+
 def run(world: World, plan: list[tuple[Any, ...]]) -> None:
     for step in plan:
         op = step[0]
@@ -200,8 +214,10 @@ def run(world: World, plan: list[tuple[Any, ...]]) -> None:
                 del ins[k % len(ins)]
             elif how == "add_source":
                 ins.insert(k % (len(ins) + 1), f"src/extra{k % 3}")
-            elif how == "add_dep" and i > 0:
-                ins.extend(o for o in world.specs[k % i].outputs if o not in ins)
+            elif how == "add_dep":
+                ok = [j for j in range(len(world.specs)) if i not in _upstream(world, j) | {j}]
+                if ok:
+                    ins.extend(o for o in world.specs[ok[k % len(ok)]].outputs if o not in ins)
             world.set_inputs(i, ins)
 
 
