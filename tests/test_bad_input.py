@@ -738,4 +738,5 @@ def test_given_a_rule_with_100000_inputs_when_built_then_it_works_within_a_few_s
     t0 = time.monotonic()
     assert project.build().ran == []
     again = time.monotonic() - t0
-    assert first < 10 and again < 5, f"first build {first:.1f}s, no-op {again:.1f}s"
+    # A sanity bound against a quadratic blow-up, not a benchmark: generous for a loaded machine.
+    assert first < 60 and again < 30, f"first build {first:.1f}s, no-op {again:.1f}s"
