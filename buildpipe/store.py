@@ -26,6 +26,7 @@ import fcntl
 import marshal
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -61,6 +62,16 @@ def paths_key(paths: tuple[str, ...]) -> bytes:
     return xxhash.xxh3_128_digest("\0".join(paths).encode("utf-8", "surrogateescape"))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Lock:
     """An exclusive flock on `.buildpipe/lock`, holding the owner's pid.
 
@@ -79,19 +90,39 @@ class Lock:
             if e.errno == errno.ELOOP:
                 raise StoreError(f"{self.path} is a symbolic link; delete it (buildpipe makes its own)")
             raise
+        if not self._try(fd):
+            holder = self._holder(fd)
+            if holder is not None:  # else the lock came free while we looked
+                if on_wait is not None:
+                    on_wait(holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def _try(self, fd: int) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 os.close(fd)
                 raise StoreError(f"cannot lock {self.path}: {e.strerror}")
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
-            if on_wait is not None:
-                on_wait(holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
+            return False
+
+    def _holder(self, fd: int) -> str | None:
+        """The pid of the live holder, or None once we hold the lock ourselves.
+
+        A new holder writes its pid an instant after taking the lock; until then the file is empty
+        or names a finished build, so look again for a moment rather than name the wrong process."""
+        for _ in range(50):
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            if text.isdigit() and _alive(int(text)):
+                return text
+            time.sleep(0.01)
+            if self._try(fd):
+                return None
+        return text or "?"
 
     def fds(self) -> list[int]:
         """Descriptors a forked worker must close, so the lock dies with this process."""
@@ -100,6 +131,7 @@ class Lock:
     def release(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
+            os.ftruncate(fd, 0)  # no pid outlives its holder
             os.close(fd)  # closing drops the flock
 
 
@@ -158,6 +190,9 @@ class Store:
         db = self.db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables and self.readonly:
+            # Nothing recorded yet (or a first build is creating it): an empty state, in memory.
+            db.close()
+            self.db = db = sqlite3.connect(":memory:", isolation_level=None)
             db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")  # in memory
             db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
