@@ -17,8 +17,18 @@ Readings of the contract chosen where it is silent (make / ninja / pypipegraph2 
 - "Blocked consumers have no record" is read as: nothing is recorded for them in that build; the
   record of their last successful run stays, and still describes their (untouched) outputs.
 - `--force` of a rule outside the requested targets' closure does nothing.
+- With -k, a temp rule that was deferred and then failed when made for a consumer blocks only the
+  consumers that had to run; one that could not even be decided blocks all its consumers.
+- `build -n` lists everything downstream of what would run (it cannot know the bytes, so no early
+  cutoff), plus the deferred temp rules those need.
+- Without -k, or when interrupted, what ran depends on scheduling: checked as properties (nothing
+  starts after a failure, dependencies first, only what the model runs), then what finished is
+  recorded as the model would.
 
-Set BUILDPIPE_SLOW=1 for the bigger sweeps.
+A Mismatch carries a repro (executor options, graph, steps). To replay one:
+    w, steps = World.from_repro(text); w.replay(steps)
+Set BUILDPIPE_SLOW=1 for the bigger sweeps (every kind assignment of every DAG up to 4 rules and
+DAGs of 5; bigger random graphs and many more examples).
 """
 
 from __future__ import annotations
@@ -1139,6 +1149,11 @@ def scenario(w: World, seed: int) -> None:
     w.edit(srcs[pick(10)])
     w.edit(srcs[pick(11)])
     w.build(fail=[specs[pick(12)].outputs[0], specs[pick(13)].outputs[0]], keep_going=False)
+    w.build()
+    # Ctrl-C once the first rule finished; the next build completes the work
+    for p in srcs:
+        w.edit(p)
+    w.build(interrupt_after=1)
     w.build()
     # the racy case: an edit in the same tick as the previous write, keeping the whole stat
     p = srcs[pick(14)]

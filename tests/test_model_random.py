@@ -17,7 +17,7 @@ from test_model import SLOW, World
 
 MAX_RULES = 50 if SLOW else 20
 MAX_STEPS = 30 if SLOW else 14
-EXAMPLES = int(os.environ.get("BUILDPIPE_MODEL_EXAMPLES", "0")) or (1500 if SLOW else 120)
+EXAMPLES = int(os.environ.get("BUILDPIPE_MODEL_EXAMPLES", "0")) or (1500 if SLOW else 200)
 
 
 @st.composite
