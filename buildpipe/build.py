@@ -20,15 +20,16 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
-from .executor import Executor, Result
-from .filesystem import FileSystem, is_racy
+from .executor import Result
+from .filesystem import is_racy
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
 from .rebuilder import MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
 from .rules import Rule, shown
 from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
+
+TYPE_CHECKING = False
 
 WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
 FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
@@ -71,12 +72,18 @@ class BuildSummary:
         return not self.failed and not self.interrupted
 
 
-class Reporter(Protocol):
-    def begin(self, total: int) -> None: ...
-    def started(self, rule: Rule, why: list[Reason]) -> None: ...
-    def finished(self, rule: Rule, result: Result, seconds: float, done: int) -> None: ...
-    def progress(self, done: int, total: int, running: list[Rule]) -> None: ...
-    def end(self, summary: BuildSummary) -> None: ...
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from .executor import Executor
+    from .filesystem import FileSystem
+
+    class Reporter(Protocol):
+        def begin(self, total: int) -> None: ...
+        def started(self, rule: Rule, why: list[Reason]) -> None: ...
+        def finished(self, rule: Rule, result: Result, seconds: float, done: int) -> None: ...
+        def progress(self, done: int, total: int, running: list[Rule]) -> None: ...
+        def end(self, summary: BuildSummary) -> None: ...
 
 
 class MissingSourceError(Exception):
@@ -335,7 +342,7 @@ class Build:
                 assert res.outputs is not None
                 digests = []
                 for o, st in zip(r.outputs, res.outputs):
-                    store.put_file(o, tuple(st))  # type: ignore[arg-type]
+                    store.put_file(o, tuple(st))
                     states.set(o, st[4])
                     digests.append(st[4])
                 record = RuleRecord(

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from . import __version__
 from .errors import BuildpipeError, Interrupted, PipefileError, UsageError
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

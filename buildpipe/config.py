@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from .errors import UsageError
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 KEYS: dict[str, type] = {"jobs": int, "pipefile": str, "state-dir": str, "default": list}
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
 
 from .build import BuildSummary
 from .executor import Result
 from .graph import describe
 from .rebuilder import Reason
 from .rules import Rule, safe_text, shown
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import TextIO
 
 
 def fancy_output(stream: TextIO) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from .errors import PipefileError
 from .rules import Invariant, Rule, ShAction, format_where
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PLAIN_SCALARS = (type(None), bool, int, float, str, bytes, os.PathLike)  # PathLike: Path

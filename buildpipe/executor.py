@@ -18,8 +18,8 @@ import signal
 import struct
 import sys
 import time
+from collections import namedtuple
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
 
 from .filesystem import digest_path, stat_path
 from .rules import Rule, ShAction, shown
@@ -29,21 +29,21 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _HEADER = struct.Struct("<I")
 
 
-class Result(NamedTuple):
-    rule: int  # the rule's index
-    ok: bool
-    outputs: list[tuple[int, int, int, int, bytes, int]] | None  # stat + digest + recorded_ns
-    log: str  # captured stdout and stderr
-    error: str  # why it failed: a traceback, an exit status, the missing outputs
+# A finished rule: its index, whether it succeeded, its outputs' stat + digest + recorded_ns, the
+# captured stdout and stderr, and why it failed (a traceback, an exit status, missing outputs).
+Result = namedtuple("Result", "rule ok outputs log error")
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
-class Executor(Protocol):
-    slots: int
+    class Executor(Protocol):
+        slots: int
 
-    def start(self, rule: Rule) -> None: ...
-    def running(self) -> int: ...
-    def wait(self, timeout: float | None) -> list[Result]: ...
-    def shutdown(self, kill: bool) -> None: ...
+        def start(self, rule: Rule) -> None: ...
+        def running(self) -> int: ...
+        def wait(self, timeout: float | None) -> list[Result]: ...
+        def shutdown(self, kill: bool) -> None: ...
 
 
 # -- what a worker does for one rule ---------------------------------------------------------------

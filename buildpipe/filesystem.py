@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import stat as _stat
 import time
-from typing import Protocol
 
 import xxhash
 
@@ -31,11 +30,15 @@ def is_racy(mtime_ns: int, recorded_ns: int) -> bool:
     return mtime_ns >= recorded_ns - window
 
 
-class FileSystem(Protocol):
-    def stat(self, path: str) -> Stat | None: ...
-    def digest(self, path: str) -> bytes: ...
-    def remove(self, path: str) -> None: ...
-    def now_ns(self) -> int: ...
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class FileSystem(Protocol):
+        def stat(self, path: str) -> Stat | None: ...
+        def digest(self, path: str) -> bytes: ...
+        def remove(self, path: str) -> None: ...
+        def now_ns(self) -> int: ...
 
 
 def stat_path(path: str) -> Stat | None:

@@ -13,11 +13,14 @@ import functools
 import os
 import sys
 import types
-from typing import Any
 
 import xxhash
 
 from .rules import ShAction
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 _CONST_OPS = frozenset(dis.hasconst)
 

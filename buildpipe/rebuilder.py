@@ -6,21 +6,26 @@ is not racy, a fresh hash otherwise.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
-from .filesystem import DIRECTORY, FileSystem, is_racy
+from .filesystem import DIRECTORY, is_racy
 from .rules import Rule, shown
 from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .filesystem import FileSystem
 
 MISSING = b"\0" * DIGEST_SIZE  # the digest of a file that does not exist
 UNKNOWN = b"?" * DIGEST_SIZE  # a dry run's stand-in for an output that would be rebuilt
 UNREADABLE = b"!" * DIGEST_SIZE  # a path that cannot be stat'ed or read, or is not a regular file
 
 
-class Reason(NamedTuple):
-    kind: str  # forced new action params inputs input upstream missing modified unreadable needed
-    path: str = ""
-    detail: str = ""
+class Reason(namedtuple("Reason", "kind path detail", defaults=("", ""))):
+    """Why a rule runs. kind: forced new action params inputs input upstream missing modified
+    unreadable needed; path: the file concerned; detail: what went wrong reading it."""
+
+    __slots__ = ()
 
     def __str__(self) -> str:
         path = shown(self.path)

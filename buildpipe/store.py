@@ -27,8 +27,8 @@ import marshal
 import os
 import sqlite3
 import time
+from collections import namedtuple
 from collections.abc import Callable
-from typing import NamedTuple
 
 import xxhash
 
@@ -43,18 +43,11 @@ DIGEST_SIZE = 16
 FileRecord = tuple[int, int, int, int, bytes, int]  # size, mtime, ctime, ino, digest, recorded
 
 
-class RuleRecord(NamedTuple):
-    """What a rule's last successful run was built from and produced.
-
-    Path lists are kept as a digest of the list (`paths_key`); digests of several files are
-    concatenated, DIGEST_SIZE bytes each, in the rule's order."""
-
-    inputs_key: bytes
-    input_digests: bytes
-    action: bytes
-    params: bytes
-    outputs_key: bytes
-    output_digests: bytes
+# What a rule's last successful run was built from and produced. Path lists are kept as a digest
+# of the list (`paths_key`); digests of several files are concatenated, DIGEST_SIZE bytes each, in
+# the rule's order: inputs_key, input_digests, action, params (fingerprints), outputs_key,
+# output_digests.
+RuleRecord = namedtuple("RuleRecord", "inputs_key input_digests action params outputs_key output_digests")
 
 
 def paths_key(paths: tuple[str, ...]) -> bytes:

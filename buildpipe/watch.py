@@ -14,11 +14,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from watchdog.events import FileSystemEventHandler
 
 from .errors import BuildpipeError, Interrupted
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 DEBOUNCE = 0.15  # seconds of quiet after a change before rebuilding
 
