@@ -46,12 +46,14 @@ class BuildOptions:
         dry_run: bool = False,
         force_all: bool = False,
         force: list[str] | None = None,
+        shuffle: int | None = None,  # a seed: start ready rules in a random order
     ) -> None:
         self.targets = targets
         self.keep_going = keep_going
         self.dry_run = dry_run
         self.force_all = force_all
         self.force = force or []
+        self.shuffle = shuffle
 
 
 class BuildSummary:
@@ -186,6 +188,11 @@ class Build:
         done = 0
         stopping = False
         executor: Executor | None = None
+        rng = None
+        if opts.shuffle is not None:
+            import random
+
+            rng = random.Random(opts.shuffle)
         self.reporter.begin(len(wanted))
 
         memo_get, digest = states.memo.get, states.digest
@@ -377,6 +384,9 @@ class Build:
                 while runnable and not stopping:
                     if executor is not None and executor.running() >= executor.slots:
                         break
+                    if rng is not None:  # --shuffle: any ready rule may go next
+                        k = rng.randrange(len(runnable))
+                        runnable.rotate(-k)
                     i = runnable.popleft()
                     if state[i] == QUEUED:
                         dispatch(i)

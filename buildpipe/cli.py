@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
     b.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+    b.add_argument(
+        "--shuffle",
+        nargs="?",
+        type=int,
+        const=-1,
+        metavar="SEED",
+        help="start ready rules in a random order, to expose missing dependencies",
+    )
 
     w = sub.add_parser("watch", help="build, then rebuild whenever a tracked input or the Pipefile changes")
     targets(w)
@@ -144,6 +152,15 @@ class Project:
         return source_of(self.config_dir, key)
 
 
+def _seed(shuffle: int | None) -> int | None:
+    """--shuffle without a seed picks one and says so, so that an order can be replayed."""
+    if shuffle != -1:
+        return shuffle
+    seed = int.from_bytes(os.urandom(4), "little")
+    sys.stderr.write(f"pipe: shuffling with seed {seed} (replay: --shuffle {seed})\n")
+    return seed
+
+
 def _jobs(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     if args.jobs is not None:
         if args.jobs < 1:
@@ -195,6 +212,7 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
                 dry_run=dry_run,
                 force_all=getattr(args, "always_make", False),
                 force=getattr(args, "force", []),
+                shuffle=_seed(getattr(args, "shuffle", None)),
             ),
         )
         try:
