@@ -20,36 +20,32 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pipe", description="A make-like build system whose build files are Python."
-    )
-    p.add_argument("--version", action="version", version=f"buildpipe {__version__}")
-    p.add_argument("-C", dest="directory", metavar="DIR", help="change to DIR before anything else")
-    p.add_argument("-f", dest="file", metavar="FILE", help="the Pipefile (default: Pipefile.py)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+def _targets(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("targets", nargs="*", metavar="TARGET")
 
-    def targets(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("targets", nargs="*", metavar="TARGET")
 
-    b = sub.add_parser("build", help="build targets and what they need")
-    targets(b)
-    b.add_argument("-j", "--jobs", type=int, metavar="N", help="run N rules at once")
-    b.add_argument(
+def _run_options(sp: argparse.ArgumentParser) -> None:
+    _targets(sp)
+    sp.add_argument("-j", "--jobs", type=int, metavar="N", help="run N rules at once")
+    sp.add_argument(
         "-k", "--keep-going", action="store_true", help="build all that does not depend on a failure"
     )
-    b.add_argument("-n", "--dry-run", action="store_true", help="say what would run and why; run nothing")
-    b.add_argument("-B", "--always-make", action="store_true", help="run every needed rule")
-    b.add_argument(
+    sp.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+
+
+def _build_options(sp: argparse.ArgumentParser) -> None:
+    _run_options(sp)
+    sp.add_argument("-n", "--dry-run", action="store_true", help="say what would run and why; run nothing")
+    sp.add_argument("-B", "--always-make", action="store_true", help="run every needed rule")
+    sp.add_argument(
         "--force",
         action="append",
         default=[],
         metavar="TARGET",
         help="run this target's rule(s) even if up to date",
     )
-    b.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
-    b.add_argument("-q", "--quiet", action="store_true", help="print only failures")
-    b.add_argument(
+    sp.add_argument(
         "--shuffle",
         nargs="?",
         type=int,
@@ -58,31 +54,56 @@ def _parser() -> argparse.ArgumentParser:
         help="start ready rules in a random order, to expose missing dependencies",
     )
 
-    w = sub.add_parser("watch", help="build, then rebuild whenever a tracked input or the Pipefile changes")
-    targets(w)
-    w.add_argument("-j", "--jobs", type=int, metavar="N", help="run N rules at once")
-    w.add_argument(
-        "-k", "--keep-going", action="store_true", help="build all that does not depend on a failure"
-    )
-    w.add_argument("-v", "--verbose", action="store_true", help="say why each rule runs; show its output")
-    w.add_argument("-q", "--quiet", action="store_true", help="print only failures")
 
-    st = sub.add_parser("status", help="what is stale and why; exit 1 if anything is")
-    targets(st)
-    sub.add_parser("list", help="the targets, aliases and rules, with where each was declared")
-    gr = sub.add_parser("graph", help="the dependency graph")
-    targets(gr)
-    gr.add_argument("--format", choices=["text", "dot"], default="text")
-    cl = sub.add_parser("clean", help="delete outputs and their records (never sources)")
-    targets(cl)
+def _graph_options(sp: argparse.ArgumentParser) -> None:
+    _targets(sp)
+    sp.add_argument("--format", choices=["text", "dot"], default="text")
+
+
+# name -> (one-line help, what adds its options)
+SYNTAX = {
+    "build": ("build targets and what they need", _build_options),
+    "watch": ("build, then rebuild whenever a tracked input or the Pipefile changes", _run_options),
+    "status": ("what is stale and why; exit 1 if anything is", _targets),
+    "list": ("the targets, aliases and rules, with where each was declared", lambda sp: None),
+    "graph": ("the dependency graph", _graph_options),
+    "clean": ("delete outputs and their records (never sources)", _targets),
+}
+
+
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    """The command line; only `command`'s own options are declared (argparse is slow to build)."""
+    p = argparse.ArgumentParser(
+        prog="pipe", description="A make-like build system whose build files are Python."
+    )
+    p.add_argument("--version", action="version", version=f"buildpipe {__version__}")
+    p.add_argument("-C", dest="directory", metavar="DIR", help="change to DIR before anything else")
+    p.add_argument("-f", dest="file", metavar="FILE", help="the Pipefile (default: Pipefile.py)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (text, options) in SYNTAX.items():
+        sp = sub.add_parser(name, help=text, description=text)
+        if name == command:
+            options(sp)
     return p
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command word of `argv`, skipping the global options and their values."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-C", "-f"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in SYNTAX else None
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    command = _command_in(argv)
+    args = _parser(command).parse_args(argv)
     if args.command is None:  # plain `pipe` builds the default targets, like make
-        args = _parser().parse_args([*argv, "build"])
+        args = _parser("build").parse_args([*argv, "build"])
     try:
         if args.directory:
             try:
