@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import time
 
@@ -125,6 +126,29 @@ def test_given_a_build_waiting_for_the_lock_then_it_names_the_holder_and_proceed
         r = o.wait()
         assert r.rc == 0, r
     assert sorted(project.take_log()) == ["out/held.txt", "out/other.txt"]
+    assert project.build().ran == []
+    integrity_ok(project)
+
+
+def test_given_a_build_waiting_when_the_holder_is_killed_then_it_proceeds_and_finishes_the_job(project):
+    project.pipefile(STATUS)
+    project.write("src/a.txt", "a")
+    project.write("src/b.txt", "b")
+    first = project.spawn("build", "-j1")
+    worker = project.wait_started("held", first)
+    time.sleep(0.3)  # out/a.txt and out/b.txt finished and committed
+    project.take_log()
+    second = project.spawn("build", "-j1")
+    wait_until(lambda: "waiting" in second.err_text(), what="the second build to say it waits")
+    assert f"pid {first.pid}" in second.err_text()
+    first.signal(signal.SIGKILL)
+    assert first.wait().rc == -signal.SIGKILL
+    assert process_gone(worker), "the held action outlived its killed build"
+    project.open_gate("held")
+    r = second.wait()
+    assert r.rc == 0, r
+    assert project.take_log() == ["out/held.txt", "out/last.txt"]
+    assert project.read("out/last.txt") == "held:AB"
     assert project.build().ran == []
     integrity_ok(project)
 
