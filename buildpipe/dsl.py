@@ -142,6 +142,7 @@ def rule(
     params: dict[str, Any] | None = None,
     temp: bool = False,
     name: str | None = None,
+    allow_outside: bool = False,
 ) -> Rule:
     """Declare a rule producing `outputs` from `inputs` by `action`; returns the Rule.
 
@@ -158,6 +159,7 @@ def rule(
         and params is None
         and temp is False
         and name is None
+        and allow_outside is False
         and _is_normal(outputs)
         and all([type(i) is str and _is_normal(i) for i in inputs])
         and (callable(action) or isinstance(action, ShAction))
@@ -190,10 +192,16 @@ def rule(
         )
     if not outs:
         raise PipefileError("a rule needs at least one output", where=format_where(where))
+    if not isinstance(allow_outside, bool):
+        raise PipefileError(
+            f"allow_outside must be True or False, not {type(allow_outside).__name__}",
+            where=format_where(where),
+        )
     for o in outs:
-        if _outside(o):
+        if _outside(o) and not (allow_outside and o not in ("..", ".")):
             raise PipefileError(
-                f"output {o} lies outside the project directory {root}",
+                f"output {o} lies outside the project directory {root} "
+                "(pass allow_outside=True to write it there all the same)",
                 where=format_where(where),
             )
     if len(set(outs)) != len(outs):

@@ -378,3 +378,22 @@ def test_given_file_names_with_terminal_control_characters_then_pipe_never_print
         assert_no_internal_traceback(r.text, project.root)
         for ch in "\x1b\x07\r":
             assert ch not in r.text, f"raw {ch!r} printed\n{r}"
+
+
+def test_given_an_output_outside_explicitly_allowed_then_it_is_built_and_never_cleaned(project):
+    outside = project.scratch / "allowed.txt"
+    project.pipefile(
+        f"""
+        rule({str(outside)!r}, ["src/a.txt"], cat, allow_outside=True)
+        rule("../sibling.txt", ["src/a.txt"], cat, allow_outside=True)
+        """
+    )
+    project.write("src/a.txt", "a\n")
+    assert sorted(project.build().ran) == ["../sibling.txt", str(outside)]
+    assert outside.read_text() == "a\n"
+    assert (project.root.parent / "sibling.txt").read_text() == "a\n"
+    assert project.build().ran == []
+    r = project.run("clean")
+    assert outside.read_text() == "a\n", "clean deletes nothing outside the project"
+    assert (project.root.parent / "sibling.txt").exists()
+    assert "refused to delete" in r.err
