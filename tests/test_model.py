@@ -316,18 +316,22 @@ class World:
         store_path: str = ":memory:",
         reopen: bool = False,
         rule_ns: int = 100_003,
+        shuffle: int | None = None,
     ) -> None:
         self.specs = [s.copy() for s in specs]
         self.initial_specs = [s.copy() for s in specs]
         self.options = (
             f"slots={slots} order={order} granularity={granularity} reuse_inodes={reuse_inodes}"
             + (" reopen" if reopen else "") + (f" rule_ns={rule_ns}" if rule_ns != 100_003 else "")
+            + (f" shuffle={shuffle}" if shuffle is not None else "")
         )
         self.clock = Clock()
         self.fs = FakeFS(self.clock, granularity, reuse_inodes)
         self.slots = slots
         self.order = order
         self.rule_ns = rule_ns  # how long each action takes on the fake clock
+        # --shuffle: build k starts ready rules in the random order of seed shuffle + k
+        self.shuffle = shuffle
         self.store_path = store_path
         self.reopen = reopen
         self.store = Store(store_path)
@@ -628,6 +632,7 @@ class World:
                 keep_going=keep_going,
                 force_all=force_all,
                 force=list(force),
+                shuffle=None if self.shuffle is None else self.shuffle + self.builds,
             ),
             FINGERPRINTER,
         )
