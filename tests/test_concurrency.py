@@ -5,6 +5,7 @@ status` runs nothing and, taking no lock, answers while a build runs)."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import sqlite3
@@ -97,6 +98,31 @@ def test_given_four_builds_started_together_then_each_rule_runs_once_and_nothing
         assert r.ran == [] and "nothing to do" in r.out, f"round {round_}: records were lost\n{r}"
         assert {rel: project.read(rel) for rel in ins} == {rel: want[rel] for rel in ins}
     assert all(waited), f"builds that said they waited, by round: {waited}"
+
+
+@pytest.mark.parametrize("round_", range(10 if os.environ.get("BUILDPIPE_SLOW") else 1))
+def test_given_four_builds_started_together_when_one_is_killed_then_the_others_finish_and_nothing_is_lost(
+    project, round_
+):
+    project.pipefile(f"N = {N}\n" + MANY)
+    rnd = random.Random(round_)
+    for k in range(5):
+        project.write(f"src/{k}.txt", f"version {round_} source {k}\n")
+    builds = [project.spawn("build", "-j2") for _ in range(BUILDS)]
+    victim = rnd.choice(builds)
+    time.sleep(rnd.uniform(0.1, 1.0))
+    victim.signal(signal.SIGKILL)
+    for b in builds:
+        r = b.wait(timeout=60)
+        assert r.rc in ((0, -signal.SIGKILL) if b is victim else (0,)), r  # (done before the kill)
+    integrity_ok(project)
+    project.take_log()
+    r = project.build()  # what the killed build was running, if it held the lock last
+    assert project.build().ran == []
+    want = expected(project)
+    assert {rel: project.read(rel) for rel in want if rel.startswith("out/")} == {
+        rel: text for rel, text in want.items() if rel.startswith("out/")
+    }, r
 
 
 def test_given_a_build_waiting_for_the_lock_then_it_names_the_holder_and_proceeds_when_it_is_done(project):

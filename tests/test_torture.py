@@ -50,10 +50,10 @@ def run_torture(tmp_path: Path, **kw) -> torture.Stats:
 def test_given_pipe_disrupted_at_random_moments_and_inside_commits_then_each_next_build_finishes_the_job(
     tmp_path,
 ):
-    """9 SIGKILLs of pipe (3 at a random moment, 3 on a WAL write, 3 inside a WAL write), 2 of a worker,
+    """12 SIGKILLs of pipe (4 at a random moment, 4 on a WAL write, 4 inside a WAL write), 2 of a worker,
     2 SIGINT / SIGTERM (at a random moment or on a WAL write)."""
-    stats = run_torture(tmp_path, kills=9, rules=40, workers=2, interrupts=2)
-    assert stats.kill_points >= 9
+    stats = run_torture(tmp_path, kills=12, rules=40, workers=2, interrupts=2)
+    assert stats.kill_points >= 12
     assert stats.landed.get("worker", 0) == 2
     if torture.strace_ok():  # some kill left a transaction half written in the WAL
         assert any(k.endswith(":torn") for k in stats.wal), stats

@@ -708,13 +708,15 @@ class Torture:
                 "term": (143, -15),
                 "worker": (0, 1),
             }[mode]
-            if mode == "int" and rc == 1 and "Fatal Python error: init" in err:
-                pass  # Ctrl-C while CPython itself starts, before any of buildpipe runs: its own exit
-            elif rc not in expected:
+            # Ctrl-C while CPython itself starts, before any of buildpipe runs, ends in CPython's own
+            # way: "Fatal Python error: init..." and exit 1.
+            cpython_start = mode == "int" and rc == 1 and "Fatal Python error: init" in err
+            if rc not in expected and not cpython_start:
                 raise Failure(f"{where}: exit {rc}, expected one of {expected}\n{err[-3000:]}")
             if mode in ("int", "term"):
-                self.stats.exits[f"{mode}:{rc}"] = self.stats.exits.get(f"{mode}:{rc}", 0) + 1
-            if mode in ("int", "term") and rc > 0 and "Traceback" in err:
+                key = f"{mode}:{rc}" + (" with a traceback" if "Traceback" in err else "")
+                self.stats.exits[key] = self.stats.exits.get(key, 0) + 1
+            if mode in ("int", "term") and rc > 0 and "Traceback" in err and not cpython_start:
                 raise Failure(f"{where}: a traceback on interrupt\n{err[-3000:]}")
             if mode == "worker" and rc == 1:
                 self.stats.worker_failed += 1
@@ -761,10 +763,10 @@ class Torture:
                     f"{where}: the next build reran {sorted(redone)}, which the disrupted build had "
                     f"finished {ages} s before it was stopped"
                 )
-            lost = ran & set(first)
+            lost = (ran & set(first)) - temps
             if lost:
                 self.stats.lost_rules += len(lost)
-                age = max((kill_ns - first[x]) / 1e9 for x in lost if first[x])
+                age = max(((kill_ns - first[x]) / 1e9 for x in lost if first[x]), default=0.0)
                 self.stats.lost_max[mode] = round(max(self.stats.lost_max.get(mode, 0.0), age), 3)
         else:
             # The build completed: it ran exactly what had to run.
