@@ -371,3 +371,47 @@ def test_given_one_second_timestamps_when_a_source_is_edited_while_its_rule_runs
     r = project.build()
     assert r.ran == ["out/a.txt", "out/b.txt"], r
     assert project.read("out/b.txt") == "read:two"
+
+
+ABA = """
+def two_looks(output, inputs):
+    log(output)
+    gate("before")
+    text = inputs[0].read_text()
+    gate("after")
+    output.write_text("read:" + text)
+
+
+rule("out/a.txt", ["src/a.txt"], two_looks)
+rule("out/b.txt", ["out/a.txt"], cat)
+"""
+
+
+@pytest.mark.parametrize("mtime_back", [False, True], ids=["new-mtime", "mtime-put-back"])
+def test_given_a_source_changed_and_changed_back_while_its_rule_runs_then_the_rule_is_stale_next_build(
+    project, mtime_back
+):
+    """A checkout of another branch and back during a build: the action read the other version, so
+    its output must not be taken for one built from the file as it is now."""
+    project.pipefile(ABA)
+    project.write("src/a.txt", "one")
+    age(project, "src/a.txt")
+    build = project.spawn("build")
+    project.wait_started("before", build)
+    if mtime_back:
+        edit_keeping_mtime(project, "src/a.txt", "two")
+    else:
+        project.write("src/a.txt", "two")
+    project.open_gate("before")
+    project.wait_started("after", build)
+    if mtime_back:
+        edit_keeping_mtime(project, "src/a.txt", "one")
+    else:
+        project.write("src/a.txt", "one")
+    project.open_gate("after")
+    assert build.wait().rc == 0
+    assert project.read("out/a.txt") == "read:two"  # what the action saw
+    r = project.build()
+    assert project.read("out/a.txt") == "read:one", f"a clean build gives read:one\n{r}"
+    assert project.read("out/b.txt") == "read:one"
+    assert project.build().ran == []
