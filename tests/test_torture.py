@@ -51,8 +51,8 @@ def test_given_pipe_disrupted_at_random_moments_and_inside_commits_then_each_nex
     tmp_path,
 ):
     """12 SIGKILLs of pipe (4 at a random moment, 4 on a WAL write, 4 inside a WAL write), 2 of a worker,
-    2 SIGINT / SIGTERM (at a random moment or on a WAL write)."""
-    stats = run_torture(tmp_path, kills=12, rules=40, workers=2, interrupts=2)
+    2 SIGINT / SIGTERM (at a random moment or on a WAL write), 2 builds with sources edited meanwhile."""
+    stats = run_torture(tmp_path, kills=12, rules=40, workers=2, interrupts=2, edits=2)
     assert stats.kill_points >= 12
     assert stats.landed.get("worker", 0) == 2
     if torture.strace_ok():  # some kill left a transaction half written in the WAL
@@ -63,7 +63,7 @@ def test_given_pipe_disrupted_at_random_moments_and_inside_commits_then_each_nex
 def test_given_a_300_rule_project_when_pipe_is_disrupted_200_times_then_every_next_build_finishes_the_job(
     tmp_path,
 ):
-    stats = run_torture(tmp_path, kills=200, rules=300, workers=40, interrupts=40)
+    stats = run_torture(tmp_path, kills=200, rules=300, workers=40, interrupts=40, edits=20)
     assert stats.kill_points >= 200
 
 

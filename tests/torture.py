@@ -24,8 +24,11 @@ Disruptions (SIGKILL of pipe = a "kill point"):
   syscall  SIGKILL pipe on entry of its N-th write to the WAL (strace fault injection): by
            construction inside a commit, often between a frame's header and its page
   worker   SIGKILL one worker (a child of pipe): the build goes on or fails that rule cleanly (exit 1)
-  int/term SIGINT / SIGTERM pipe after a random delay: exit 130 / 143 (-2 / -15 = killed by it
-           before buildpipe installed its handlers, which a shell also reports as 130 / 143)
+  int/term SIGINT / SIGTERM pipe after a random delay or on a WAL write: exit 130 / 143 (-2 / -15 =
+           killed by it before buildpipe installed its handlers, which a shell also reports as
+           130 / 143); every rule pipe reported finished must have been recorded
+  edit     no kill: sources edited while the build runs, half the time changed and changed back
+           within moments; the next build must give a clean build's bytes, a third run nothing
 """
 
 from __future__ import annotations
@@ -683,8 +686,54 @@ class Torture:
         # "PID 1700000000.123456 +++ killed by SIGKILL +++": when it was killed
         return True, rc, int(float(killed[0].split()[1]) * 1e9), err
 
+    def edit_round(self) -> bool:
+        """A build during which sources are edited, sometimes changed and changed back within
+        moments (a checkout of another branch and back). No kill: then the next build must leave
+        every output as a clean build of the final sources would, and a third build run nothing."""
+        self.round_no += 1
+        self.stats.rounds += 1
+        stale, _ = self.mutate()
+        span = 0.25 + self.full_seconds * max(0.05, len(stale) / len(self.rules))
+        proc, _, err = self.spawn()
+        edits = 0
+        deadline = time.monotonic() + span
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(self.rnd.uniform(0.02, 0.12))
+                name = self.rnd.choice(self.source_names)
+                if self.rnd.random() < 0.5:  # another version, then back to this one
+                    old = self.sources[name]
+                    (self.root / name).write_bytes(b"an intermediate version\n" * self.rnd.randint(1, 9))
+                    time.sleep(self.rnd.uniform(0.0, 0.06))
+                    (self.root / name).write_bytes(old)
+                else:
+                    self.write_sources([name])
+                edits += 1
+            rc = proc.wait(PIPE_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.take_log()
+        where = f"round {self.round_no} (edit)"
+        if rc != 0:
+            raise Failure(f"{where}: a build during edits exited {rc}\n{err.read_text()[-3000:]}")
+        self.files = model(self.rules, self.sources)
+        r = self.build()
+        if r.rc != 0:
+            raise Failure(f"{where}: the next build failed\n{r}")
+        r3 = self.build()
+        if r3.rc != 0 or r3.ran:
+            raise Failure(f"{where}: a third build did not run nothing: ran {sorted(r3.ran)}\n{r3}")
+        self.check_outputs(f"{where}: {edits} edits during a build, then a build")
+        if edits:
+            self.stats.landed["edit"] = self.stats.landed.get("edit", 0) + 1
+        return edits > 0
+
     def round(self, mode: str) -> bool:
         """One disrupted build and the checks; whether the disruption met a running build."""
+        if mode == "edit":
+            return self.edit_round()
         self.round_no += 1
         self.stats.rounds += 1
         stale, deleted = self.mutate()
@@ -786,11 +835,12 @@ class Torture:
 MODES_KILL = ("kill", "commit", "syscall")
 
 
-def schedule(kills: int, workers: int, interrupts: int, syscall: bool) -> list[str]:
+def schedule(kills: int, workers: int, interrupts: int, edits: int, syscall: bool) -> list[str]:
     modes = [m for m in MODES_KILL if m != "syscall" or syscall]
     plan = [modes[k % len(modes)] for k in range(kills)]
     plan += ["worker"] * workers
     plan += [("int", "term")[k % 2] for k in range(interrupts)]
+    plan += ["edit"] * edits
     return plan
 
 
@@ -800,6 +850,7 @@ def torture(
     rules: int,
     workers: int | None = None,
     interrupts: int | None = None,
+    edits: int | None = None,
     seed: int = 1,
     jobs: int = 2,
     window: float = WINDOW,
@@ -813,7 +864,8 @@ def torture(
     use_strace = strace_ok()
     workers = kills // 4 if workers is None else workers
     interrupts = kills // 4 if interrupts is None else interrupts
-    todo = schedule(kills, workers, interrupts, use_strace)
+    edits = kills // 10 if edits is None else edits
+    todo = schedule(kills, workers, interrupts, edits, use_strace)
     t.rnd.shuffle(todo)
     limit = max_rounds or 4 * len(todo) + 20
     t0 = time.monotonic()
@@ -841,6 +893,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", type=int, default=300, help="rules in the generated project")
     ap.add_argument("--workers", type=int, default=None, help="worker kills (default: kills/4)")
     ap.add_argument("--interrupts", type=int, default=None, help="SIGINT/SIGTERM rounds (default: kills/4)")
+    ap.add_argument("--edits", type=int, default=None, help="builds with sources edited meanwhile (kills/10)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--window", type=float, default=WINDOW, help="seconds a finished rule may go unrecorded")
@@ -857,6 +910,7 @@ def main(argv: list[str] | None = None) -> int:
             args.rules,
             args.workers,
             args.interrupts,
+            args.edits,
             seed,
             args.jobs,
             args.window,
