@@ -25,7 +25,7 @@ from .executor import Result
 from .filesystem import is_racy
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
-from .rebuilder import MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
+from .rebuilder import CHANGED, MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
 from .rules import Rule, shown
 from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
@@ -178,6 +178,7 @@ class Build:
         mat_waiters: dict[int, list[int]] = {}
         records: dict[int, RuleRecord | None] = {}
         snapshots: dict[int, bytes] = {}
+        input_stats: dict[int, list[tuple[int, int, int, int] | None]] = {}
         started_at: dict[int, float] = {}
         running: dict[int, Rule] = {}
         summary = BuildSummary(wanted=len(wanted))
@@ -315,6 +316,8 @@ class Build:
             nonlocal executor
             r = rules[i]
             snapshots[i] = digests(r.inputs)  # before it runs
+            files_get = store.files.get
+            input_stats[i] = [(rec[:4] if (rec := files_get(p)) else None) for p in r.inputs]
             # Its outputs' digests stay as they are until it completes: only the consumers of a
             # materialised temp rule can be decided meanwhile, and they must see its recorded ones.
             state[i] = RUNNING
@@ -354,7 +357,7 @@ class Build:
                     digests.append(st[4])
                 record = RuleRecord(
                     paths_key(r.inputs),
-                    snapshots.pop(i),
+                    self._changed_while_running(r.inputs, snapshots.pop(i), input_stats.pop(i)),
                     fp.action(r.action),
                     params_fingerprint(r.params),
                     paths_key(r.outputs),
@@ -426,6 +429,19 @@ class Build:
         summary.seconds = time.perf_counter() - t0
         self.reporter.end(summary)
         return summary
+
+    def _changed_while_running(
+        self, inputs: tuple[str, ...], snapshot: bytes, stats: list[tuple[int, int, int, int] | None]
+    ) -> bytes:
+        """The input digests to record: those taken when the rule started, except for an input whose
+        stat changed while it ran (even if its content came back: the action may have read another
+        version), which is recorded as CHANGED so that the next build runs the rule again."""
+        stat = self.fs.stat
+        for k, (path, before) in enumerate(zip(inputs, stats)):
+            if stat(path) != before:
+                at = k * DIGEST_SIZE
+                snapshot = snapshot[:at] + CHANGED + snapshot[at + DIGEST_SIZE :]
+        return snapshot
 
     def _refresh_racy(self, ran: list[int]) -> None:
         """Re-read outputs written moments ago, so the next build can trust their stat.

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 MISSING = b"\0" * DIGEST_SIZE  # the digest of a file that does not exist
 UNKNOWN = b"?" * DIGEST_SIZE  # a dry run's stand-in for an output that would be rebuilt
+CHANGED = b"~" * DIGEST_SIZE  # recorded for an input whose stat changed while its rule ran
 UNREADABLE = b"!" * DIGEST_SIZE  # a path that cannot be stat'ed or read, or is not a regular file
 
 
