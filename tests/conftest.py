@@ -158,9 +158,7 @@ class Project:
 
     def line_of(self, needle: str, name: str = "Pipefile.py") -> int:
         """The line number of the one line of the Pipefile containing `needle`."""
-        lines = [
-            n for n, line in enumerate(self.read(name).splitlines(), 1) if needle in line
-        ]
+        lines = [n for n, line in enumerate(self.read(name).splitlines(), 1) if needle in line]
         assert len(lines) == 1, f"{needle!r} is on lines {lines} of {name}"
         return lines[0]
 
@@ -253,9 +251,7 @@ class Project:
                 if text:
                     return int(text)
             if spawned is not None and spawned.proc.poll() is not None:
-                raise AssertionError(
-                    f"pipe exited before {name} started\n{spawned.wait()}"
-                )
+                raise AssertionError(f"pipe exited before {name} started\n{spawned.wait()}")
             time.sleep(0.01)
         raise AssertionError(f"the action gated on {name!r} did not start within {timeout}s")
 
@@ -295,9 +291,33 @@ def assert_no_internal_traceback(text: str, root: Path) -> None:
         assert m.group(1).startswith(str(root)), f"a frame outside the project in:\n{text}"
 
 
+# Two leaves and a consumer of both; upper() logs its output and writes the upper-cased input.
+CHAIN = """
+rule("out/a.txt", ["src/a.txt"], upper)
+rule("out/b.txt", ["src/b.txt"], upper)
+rule("out/ab.txt", ["out/a.txt", "out/b.txt"], cat)
+"""
+
+
+@pytest.fixture
+def chain(project: Project) -> Project:
+    project.pipefile(CHAIN)
+    project.write("src/a.txt", "hello\n")
+    project.write("src/b.txt", "world\n")
+    return project
+
+
+@pytest.fixture
+def built(chain: Project) -> Project:
+    chain.build()
+    return chain
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--slow", action="store_true", default=False,
+        "--slow",
+        action="store_true",
+        default=False,
         help="also run the long sweeps (tests marked slow; sets BUILDPIPE_SLOW=1)",
     )
 

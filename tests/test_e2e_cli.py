@@ -8,27 +8,9 @@ import pty
 import subprocess
 
 import pytest
-from conftest import ANSI, PIPE, Project
+from conftest import ANSI, CHAIN, PIPE, Project
 
-CHAIN = """
-rule("out/a.txt", ["src/a.txt"], upper)
-rule("out/b.txt", ["src/b.txt"], upper)
-rule("out/ab.txt", ["out/a.txt", "out/b.txt"], cat)
-"""
-
-
-@pytest.fixture
-def chain(project: Project) -> Project:
-    project.pipefile(CHAIN)
-    project.write("src/a.txt", "hello\n")
-    project.write("src/b.txt", "world\n")
-    return project
-
-
-@pytest.fixture
-def built(chain: Project) -> Project:
-    chain.build()
-    return chain
+# `chain` (two leaves and a consumer of both) and `built` come from conftest.py.
 
 
 # -- -C and -f --------------------------------------------------------------------------------------------
@@ -164,8 +146,12 @@ def test_given_an_edited_source_when_dry_run_then_it_says_why_and_changes_nothin
     [
         (lambda p: p.remove("out/a.txt"), "missing"),
         (lambda p: p.write("out/a.txt", "by hand"), "modified"),
-        (lambda p: p.write("Pipefile.py", p.read("Pipefile.py").replace(
-            '["src/a.txt"], upper', '["src/a.txt"], cat')), "action"),
+        (
+            lambda p: p.write(
+                "Pipefile.py", p.read("Pipefile.py").replace('["src/a.txt"], upper', '["src/a.txt"], cat')
+            ),
+            "action",
+        ),
     ],
     ids=["output-missing", "output-edited", "action-changed"],
 )
@@ -345,12 +331,15 @@ def test_given_any_job_count_when_built_then_the_outputs_are_the_same(project, j
 # -- plain output ------------------------------------------------------------------------------------------
 
 
-FAILS_TOO = CHAIN + """
+FAILS_TOO = (
+    CHAIN
+    + """
 def bad(output, inputs):
     raise RuntimeError("red?")
 
 rule("out/bad.txt", [], bad)
 """
+)
 
 
 def test_given_output_not_on_a_terminal_when_built_then_it_is_plain_lines_without_escapes(project):
@@ -372,8 +361,12 @@ def _run_on_pty(project: Project, env: dict[str, str], *args: str) -> tuple[int,
     """Run pipe with stdout and stderr on a pseudo-terminal; returns (exit status, what it showed)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [*PIPE, *args], cwd=project.root, env=env, stdin=subprocess.DEVNULL,
-        stdout=slave, stderr=slave,
+        [*PIPE, *args],
+        cwd=project.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
     )
     os.close(slave)
     chunks = []

@@ -10,26 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-# Two leaves and a consumer of both. upper() logs its output and writes the upper-cased input.
-CHAIN = """
-rule("out/a.txt", ["src/a.txt"], upper)
-rule("out/b.txt", ["src/b.txt"], upper)
-rule("out/ab.txt", ["out/a.txt", "out/b.txt"], cat)
-"""
-
-
-@pytest.fixture
-def chain(project: Project) -> Project:
-    project.pipefile(CHAIN)
-    project.write("src/a.txt", "hello\n")
-    project.write("src/b.txt", "world\n")
-    return project
-
-
-@pytest.fixture
-def built(chain: Project) -> Project:
-    chain.build()
-    return chain
+# `chain` (two leaves and a consumer of both) and `built` come from conftest.py.
 
 
 # -- first build and no-op ------------------------------------------------------------------------
@@ -346,82 +327,122 @@ rule("out/sh.txt", ["src/a.txt", "src/b.txt"], sh("echo out/sh.txt >> ran.log; c
 rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)
 '''
 
-HELPERS = '''
+HELPERS = """
 def helper2(text):
     return text + SUFFIX
 
 
 def helper1(text):
     return helper2(text.upper())
-'''
+"""
 
-MOVED_HELPERS = '''
+MOVED_HELPERS = """
 def helper1(text):
     return helper2(text.upper())
 
 
 def helper2(text):
     return text + SUFFIX
-'''
+"""
 
 # (what changes, text before, text after, the rules that must run)
 ACTION_CHANGES = [
-    ("action code", "output.write_text(helper1(inputs[0].read_text()))",
-     "output.write_text(helper1(inputs[0].read_text().strip()))", ["out/shout.txt"]),
+    (
+        "action code",
+        "output.write_text(helper1(inputs[0].read_text()))",
+        "output.write_text(helper1(inputs[0].read_text().strip()))",
+        ["out/shout.txt"],
+    ),
     ("a constant in the action", 'WIDTHS["a"] + 5', 'WIDTHS["a"] + 6', ["out/pad.txt"]),
     ("a default value", 'fill=".")', 'fill="-")', ["out/pad.txt"]),
     ("a closure value", 'make_wrap("<")', 'make_wrap(">")', ["out/wrap.txt"]),
-    ("a plain-data global read by a called helper", 'SUFFIX = "!"', 'SUFFIX = "?"',
-     ["out/shout.txt"]),
-    ("a dict global read by the action", 'WIDTHS = {"a": 3}', 'WIDTHS = {"a": 4}',
-     ["out/pad.txt"]),
-    ("a helper's code, two calls deep", "return text + SUFFIX", "return SUFFIX + text",
-     ["out/shout.txt"]),
-    ("a directly called helper's code", "helper2(text.upper())", "helper2(text.lower())",
-     ["out/shout.txt"]),
-    ("the code of a function read from a list global", "return text.strip()",
-     "return text.strip().title()", ["out/steps.txt"]),
-    ("the functions in a list global", "STEPS = [strip]",
-     "def twice(text):\n    return text * 2\n\n\nSTEPS = [strip, twice]",
-     ["out/steps.txt"]),
+    ("a plain-data global read by a called helper", 'SUFFIX = "!"', 'SUFFIX = "?"', ["out/shout.txt"]),
+    ("a dict global read by the action", 'WIDTHS = {"a": 3}', 'WIDTHS = {"a": 4}', ["out/pad.txt"]),
+    ("a helper's code, two calls deep", "return text + SUFFIX", "return SUFFIX + text", ["out/shout.txt"]),
+    ("a directly called helper's code", "helper2(text.upper())", "helper2(text.lower())", ["out/shout.txt"]),
+    (
+        "the code of a function read from a list global",
+        "return text.strip()",
+        "return text.strip().title()",
+        ["out/steps.txt"],
+    ),
+    (
+        "the functions in a list global",
+        "STEPS = [strip]",
+        "def twice(text):\n    return text * 2\n\n\nSTEPS = [strip, twice]",
+        ["out/steps.txt"],
+    ),
     ("a params value", '{"n": 2, "m": 0}', '{"n": 3, "m": 0}', ["out/steps.txt"]),
-    ("a params key added", '{"n": 2, "m": 0}', '{"n": 2, "m": 0, "k": None}',
-     ["out/steps.txt"]),
-    ("the sh command", "cat {inputs} > {output}", "cat {inputs} {inputs} > {output}",
-     ["out/sh.txt"]),
-    ("the order of inputs", 'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
-     'rule("out/cat.txt", ["src/b.txt", "src/a.txt"], cat)', ["out/cat.txt"]),
-    ("an input added", 'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
-     'rule("out/cat.txt", ["src/a.txt", "src/b.txt", "src/c.txt"], cat)', ["out/cat.txt"]),
-    ("an input removed", 'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
-     'rule("out/cat.txt", ["src/a.txt"], cat)', ["out/cat.txt"]),
-    ("an input swapped for one with the same content",
-     'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
-     'rule("out/cat.txt", ["src/a.txt", "src/b2.txt"], cat)', ["out/cat.txt"]),
-    ("the order of a sh rule's inputs", '["src/a.txt", "src/b.txt"], sh(',
-     '["src/b.txt", "src/a.txt"], sh(', ["out/sh.txt"]),
+    ("a params key added", '{"n": 2, "m": 0}', '{"n": 2, "m": 0, "k": None}', ["out/steps.txt"]),
+    ("the sh command", "cat {inputs} > {output}", "cat {inputs} {inputs} > {output}", ["out/sh.txt"]),
+    (
+        "the order of inputs",
+        'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
+        'rule("out/cat.txt", ["src/b.txt", "src/a.txt"], cat)',
+        ["out/cat.txt"],
+    ),
+    (
+        "an input added",
+        'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
+        'rule("out/cat.txt", ["src/a.txt", "src/b.txt", "src/c.txt"], cat)',
+        ["out/cat.txt"],
+    ),
+    (
+        "an input removed",
+        'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
+        'rule("out/cat.txt", ["src/a.txt"], cat)',
+        ["out/cat.txt"],
+    ),
+    (
+        "an input swapped for one with the same content",
+        'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
+        'rule("out/cat.txt", ["src/a.txt", "src/b2.txt"], cat)',
+        ["out/cat.txt"],
+    ),
+    (
+        "the order of a sh rule's inputs",
+        '["src/a.txt", "src/b.txt"], sh(',
+        '["src/b.txt", "src/a.txt"], sh(',
+        ["out/sh.txt"],
+    ),
 ]
 
 NO_CHANGES = [
     ("a function moved", HELPERS, MOVED_HELPERS),
-    ("blank lines and comments added above everything", 'SUFFIX = "!"',
-     '# Settings.\n\n\n\nSUFFIX = "!"  # what shouting ends with'),
-    ("a comment inside an action", "    log(output)\n    output.write_text(helper1(",
-     "    log(output)\n    # shout it\n\n    output.write_text(helper1("),
-    ("a docstring added", "def pad(output, inputs, fill=\".\"):\n",
-     "def pad(output, inputs, fill=\".\"):\n    \"\"\"Pad the input.\"\"\"\n"),
-    ("a docstring added to a helper", "def helper2(text):\n",
-     "def helper2(text):\n    \"\"\"Add the suffix.\n\n    At length.\n    \"\"\"\n"),
+    (
+        "blank lines and comments added above everything",
+        'SUFFIX = "!"',
+        '# Settings.\n\n\n\nSUFFIX = "!"  # what shouting ends with',
+    ),
+    (
+        "a comment inside an action",
+        "    log(output)\n    output.write_text(helper1(",
+        "    log(output)\n    # shout it\n\n    output.write_text(helper1(",
+    ),
+    (
+        "a docstring added",
+        'def pad(output, inputs, fill="."):\n',
+        'def pad(output, inputs, fill="."):\n    """Pad the input."""\n',
+    ),
+    (
+        "a docstring added to a helper",
+        "def helper2(text):\n",
+        'def helper2(text):\n    """Add the suffix.\n\n    At length.\n    """\n',
+    ),
     ("a docstring edited", '"""Strip whitespace."""', '"""Strip white space, both ends."""'),
     ("a docstring removed", '    """Strip whitespace."""\n', ""),
     ("a global no action reads", 'UNUSED = "x"', 'UNUSED = "y"'),
     ("params written in another key order", '{"n": 2, "m": 0}', '{"m": 0, "n": 2}'),
-    ("rule declarations reordered",
-     'rule("out/shout.txt", ["src/a.txt"], shout)\nrule("out/pad.txt", ["src/a.txt"], pad)',
-     'rule("out/pad.txt", ["src/a.txt"], pad)\nrule("out/shout.txt", ["src/a.txt"], shout)'),
-    ("a rule added", 'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
-     'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)\n'
-     'rule("out/new.txt", ["src/a.txt"], upper)'),
+    (
+        "rule declarations reordered",
+        'rule("out/shout.txt", ["src/a.txt"], shout)\nrule("out/pad.txt", ["src/a.txt"], pad)',
+        'rule("out/pad.txt", ["src/a.txt"], pad)\nrule("out/shout.txt", ["src/a.txt"], shout)',
+    ),
+    (
+        "a rule added",
+        'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)',
+        'rule("out/cat.txt", ["src/a.txt", "src/b.txt"], cat)\nrule("out/new.txt", ["src/a.txt"], upper)',
+    ),
 ]
 
 
@@ -469,9 +490,7 @@ def test_given_a_built_rule_when_its_action_inputs_or_params_change_then_exactly
     assert actions.build().ran == []
 
 
-@pytest.mark.parametrize(
-    "old,new", [c[1:] for c in NO_CHANGES], ids=[c[0] for c in NO_CHANGES]
-)
+@pytest.mark.parametrize("old,new", [c[1:] for c in NO_CHANGES], ids=[c[0] for c in NO_CHANGES])
 def test_given_a_built_project_when_the_pipefile_changes_in_ways_that_do_not_matter_then_nothing_runs(
     actions, old, new
 ):
