@@ -22,12 +22,12 @@ from collections import deque
 from collections.abc import Callable
 
 from .executor import Result
-from .filesystem import is_racy
+from .filesystem import STAT_END, TRUSTED, file_record, is_racy, pack_stat, record_mtime
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
 from .rebuilder import CHANGED, MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
 from .rules import Rule, shown
-from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
+from .store import DIGEST_SIZE, Store, pack_rule, paths_key, unpack_rule
 
 TYPE_CHECKING = False
 
@@ -133,6 +133,9 @@ class Build:
 
     def _check_sources(self, wanted: list[int]) -> None:
         producer = self.graph.producer
+        rules = self.rules
+        # Every file the build looks at, in one tight loop first: most of a no-op is this.
+        self.states.prefetch([ps for i in wanted for ps in (rules[i].inputs, rules[i].outputs)])
         digest = self.states.digest
         for i in wanted:
             r = self.rules[i]
@@ -176,9 +179,8 @@ class Build:
         why: dict[int, list[Reason]] = {}
         blockers: dict[int, int] = {}  # rule -> materialisations it still waits for
         mat_waiters: dict[int, list[int]] = {}
-        records: dict[int, RuleRecord | None] = {}
         snapshots: dict[int, bytes] = {}
-        input_stats: dict[int, list[tuple[int, int, int, int] | None]] = {}
+        input_stats: dict[int, list[bytes | None]] = {}  # packed, as recorded when it started
         started_at: dict[int, float] = {}
         running: dict[int, Rule] = {}
         summary = BuildSummary(wanted=len(wanted))
@@ -204,7 +206,7 @@ class Build:
             return b"".join([memo_get(p) or digest(p) for p in paths])
 
         def show_recorded(i: int) -> None:
-            rec = records.get(i)
+            rec = store.rule(rules[i].outputs[0])
             for k, o in enumerate(rules[i].outputs):
                 states.set(o, rec.output_digests[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE] if rec else MISSING)
 
@@ -233,25 +235,24 @@ class Build:
                 deferred[d] = 1
                 show_recorded(d)
 
+        stored_rule = store.rules.get
+        action_fp = fp.action
+
         def evaluate(i: int) -> None:
             r = rules[i]
-            rec = records[i] = store.rule(r.outputs[0])
+            raw = stored_rule(r.outputs[0])
             ins = digests(r.inputs)
             outs = digests(r.outputs)
-            afp = fp.action(r.action)
+            afp = action_fp(r.action)
             pfp = b"" if r.params is None else params_fingerprint(r.params)
             if (
-                rec is not None
-                and rec.input_digests == ins
-                and rec.output_digests == outs
-                and rec.action == afp
-                and rec.params == pfp
+                raw is not None
                 and not (force_all or i in forced)
-                and rec.inputs_key == paths_key(r.inputs)
-                and rec.outputs_key == paths_key(r.outputs)
+                and raw == pack_rule(paths_key(r.inputs), ins, afp, pfp, paths_key(r.outputs), outs)
             ):
-                w = []  # up to date: the common case, decided without building reasons
+                w = []  # up to date: the record it would get now is the one it has
             else:
+                rec = None if raw is None else unpack_rule(raw)
                 w = reasons(r, rec, ins, outs, afp, pfp, force_all or i in forced, states.errors)
             if not w:
                 state[i] = UPTODATE
@@ -317,7 +318,7 @@ class Build:
             r = rules[i]
             snapshots[i] = digests(r.inputs)  # before it runs
             files_get = store.files.get
-            input_stats[i] = [(rec[:4] if (rec := files_get(p)) else None) for p in r.inputs]
+            input_stats[i] = [(rec[:STAT_END] if (rec := files_get(p)) else None) for p in r.inputs]
             # Its outputs' digests stay as they are until it completes: only the consumers of a
             # materialised temp rule can be decided meanwhile, and they must see its recorded ones.
             state[i] = RUNNING
@@ -351,20 +352,22 @@ class Build:
             else:
                 assert res.outputs is not None
                 digests = []
-                for o, st in zip(r.outputs, res.outputs):
-                    store.put_file(o, tuple(st))
-                    states.set(o, st[4])
-                    digests.append(st[4])
-                record = RuleRecord(
-                    paths_key(r.inputs),
-                    self._changed_while_running(r.inputs, snapshots.pop(i), input_stats.pop(i)),
-                    fp.action(r.action),
-                    params_fingerprint(r.params),
-                    paths_key(r.outputs),
-                    b"".join(digests),
+                for o, rec in zip(r.outputs, res.outputs):  # packed file records
+                    d = rec[STAT_END:TRUSTED]
+                    store.put_file(o, rec)
+                    states.set(o, d)
+                    digests.append(d)
+                store.put_rule(
+                    r.outputs[0],
+                    pack_rule(
+                        paths_key(r.inputs),
+                        self._changed_while_running(r.inputs, snapshots.pop(i), input_stats.pop(i)),
+                        action_fp(r.action),
+                        params_fingerprint(r.params),
+                        paths_key(r.outputs),
+                        b"".join(digests),
+                    ),
                 )
-                store.put_rule(r.outputs[0], record)
-                records[i] = record
             state[i] = BUILT
             for c in mat_waiters.pop(i, ()):
                 if state[c] == QUEUED:
@@ -431,14 +434,15 @@ class Build:
         return summary
 
     def _changed_while_running(
-        self, inputs: tuple[str, ...], snapshot: bytes, stats: list[tuple[int, int, int, int] | None]
+        self, inputs: tuple[str, ...], snapshot: bytes, stats: list[bytes | None]
     ) -> bytes:
         """The input digests to record: those taken when the rule started, except for an input whose
         stat changed while it ran (even if its content came back: the action may have read another
         version), which is recorded as CHANGED so that the next build runs the rule again."""
         stat = self.fs.stat
         for k, (path, before) in enumerate(zip(inputs, stats)):
-            if stat(path) != before:
+            now = stat(path)
+            if now is None or pack_stat(*now) != before:
                 at = k * DIGEST_SIZE
                 snapshot = snapshot[:at] + CHANGED + snapshot[at + DIGEST_SIZE :]
         return snapshot
@@ -455,15 +459,15 @@ class Build:
         for i in ran:
             for path in self.rules[i].outputs:
                 rec = store.files.get(path)
-                if rec is None or rec[0] > REFRESH_MAX_BYTES or not is_racy(rec[1], rec[5]):
+                if rec is None or rec[TRUSTED]:
                     continue
-                if is_racy(rec[1], now):
+                if is_racy(record_mtime(rec), now):
                     continue  # too recent still: the next build re-hashes it
                 st = fs.stat(path)
-                if st is None or st[0] < 0:
+                if st is None or st[0] < 0 or st[0] > REFRESH_MAX_BYTES:
                     continue
                 try:
-                    store.put_file(path, (*st, fs.digest(path), now))
+                    store.put_file(path, file_record(st, fs.digest(path), now))
                 except OSError:
                     continue
 

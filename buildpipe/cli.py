@@ -209,7 +209,6 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
     from .executor import ForkExecutor
     from .filesystem import RealFileSystem
     from .rules import format_where
-    from .store import open_state
 
     jobs = _jobs(args, project.settings)
     dry_run = getattr(args, "dry_run", False)
@@ -219,7 +218,7 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
     def waiting(holder: str) -> None:
         warn(f"waiting for another pipe (pid {holder}) to finish with {project.state_dir} ...")
 
-    store, lock = open_state(project.state_dir, waiting, lock=not dry_run)
+    store, lock = _open_state(project, waiting, lock=not dry_run)
     try:
         build = Build(
             graph,
@@ -245,6 +244,17 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
         lock.release()
 
 
+def _open_state(project: Project, waiting: Any, lock: bool) -> Any:
+    """The store and lock, saying once if the state had to be started afresh."""
+    from .console import warn
+    from .store import open_state
+
+    store, the_lock = open_state(project.state_dir, waiting, lock=lock)
+    if store.note:
+        warn(store.note)
+    return store, the_lock
+
+
 def _wanted(project: Project, targets: list[str]) -> list[int]:
     g = project.graph
     if targets:
@@ -260,11 +270,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .console import summary_text
     from .filesystem import RealFileSystem
     from .rules import format_where, shown
-    from .store import open_state
 
     project = Project(args)
     graph = project.graph
-    store, lock = open_state(project.state_dir, lock=False)
+    store, lock = _open_state(project, None, lock=False)
     try:
         build = Build(
             graph,
@@ -324,7 +333,6 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from .clean import clean
     from .console import plural, warn
     from .rules import shown
-    from .store import open_state
 
     project = Project(args)
     g = project.graph
@@ -333,7 +341,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     def waiting(holder: str) -> None:
         warn(f"waiting for another pipe (pid {holder}) to finish with {project.state_dir} ...")
 
-    store, lock = open_state(project.state_dir, waiting)
+    store, lock = _open_state(project, waiting, lock=True)
     try:
         deleted, refused = clean(g, store, wanted, [project.pipefile, project.state_dir])
     finally:

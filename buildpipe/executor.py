@@ -21,7 +21,7 @@ import time
 from collections import namedtuple
 from collections.abc import Sequence
 
-from .filesystem import digest_path, stat_path
+from .filesystem import digest_path, file_record, stat_path
 from .rules import Rule, ShAction, shown
 
 LOG_LIMIT = 256 * 1024  # captured output kept per rule (the tail)
@@ -29,8 +29,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _HEADER = struct.Struct("<I")
 
 
-# A finished rule: its index, whether it succeeded, its outputs' stat + digest + recorded_ns, the
-# captured stdout and stderr, and why it failed (a traceback, an exit status, missing outputs).
+# A finished rule: its index, whether it succeeded, its outputs' file records (filesystem.file_record),
+# the captured stdout and stderr, and why it failed (a traceback, an exit status, missing outputs).
 Result = namedtuple("Result", "rule ok outputs log error")
 
 TYPE_CHECKING = False
@@ -168,7 +168,7 @@ def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
             missing.append(o)
             continue
         try:
-            states.append((*st, digest_path(o), recorded))
+            states.append(file_record(st, digest_path(o), recorded))
         except OSError as e:
             return False, None, f"cannot read the output {o}: {e.strerror}"
     if missing:

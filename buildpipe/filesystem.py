@@ -1,12 +1,15 @@
 """Stat and content hashing behind one small interface, so the engine runs on a real disk or in memory.
 
 A file's state is `(size, mtime_ns, ctime_ns, inode)`; its identity is the xxh3-128 digest of its bytes.
+What the store keeps of a file is one packed record (`file_record`): its state, its digest, and whether
+that state can be trusted to vouch for the digest later (see `is_racy`).
 """
 
 from __future__ import annotations
 
 import os
 import stat as _stat
+import struct
 import time
 
 import xxhash
@@ -22,6 +25,23 @@ NOT_REGULAR: Stat = (-2, 0, 0, 0)  # stat() of a FIFO, socket or device
 RACY_FINE_NS = 50_000_000
 RACY_COARSE_NS = 2_000_000_000
 CHUNK = 1 << 20
+_buffer = bytearray(CHUNK)  # one reusable read buffer: hashing allocates nothing per file
+
+# A file record: the packed stat (32 bytes), the digest (16), then 1 if the stat vouches for the
+# digest, 0 if it was racy when recorded (the file must be hashed again to be known).
+STAT_RECORD = struct.Struct("<qqqQ")
+pack_stat = STAT_RECORD.pack
+STAT_END, DIGEST_END = 32, 48
+TRUSTED = 48  # index of the flag
+
+
+def file_record(st: Stat, digest: bytes, recorded_ns: int) -> bytes:
+    """What the store keeps of a file whose stat `st` was read after `recorded_ns`."""
+    return pack_stat(*st) + digest + (b"\0" if is_racy(st[1], recorded_ns) else b"\1")
+
+
+def record_mtime(record: bytes) -> int:
+    return STAT_RECORD.unpack_from(record)[1]
 
 
 def is_racy(mtime_ns: int, recorded_ns: int) -> bool:
@@ -53,21 +73,21 @@ def stat_path(path: str) -> Stat | None:
 
 
 def digest_path(path: str) -> bytes:
-    """xxh3-128 of the file's bytes, read in bounded chunks."""
-    with open(path, "rb", buffering=0) as f:
-        data = f.read(CHUNK)
-        if len(data) < CHUNK:
-            return xxhash.xxh3_128_digest(data)
-        h = xxhash.xxh3_128()
-        h.update(data)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-        return h.digest()
+    """xxh3-128 of the file's bytes, read in bounded chunks into one reused buffer."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        buf = _buffer
+        n = os.readv(fd, (buf,))
+        with memoryview(buf) as view:
+            if n < CHUNK:
+                return xxhash.xxh3_128_digest(view[:n])
+            h = xxhash.xxh3_128()
+            while n:
+                h.update(view[:n])
+                n = os.readv(fd, (buf,))
+            return h.digest()
+    finally:
+        os.close(fd)
 
 
 def digest_bytes(data: bytes) -> bytes:

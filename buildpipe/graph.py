@@ -158,15 +158,28 @@ class Graph:
     def check_reserved(self, reserved: dict[str, str]) -> None:
         """Refuse outputs that are, or lie inside, `reserved` paths (absolute path -> what it is):
         the Pipefile and the state directory must never be written or cleaned by a rule."""
+        root = self.root
+        exact: dict[str, str] = {}  # the reserved paths inside the project, relative like outputs
+        for path, what in reserved.items():
+            rel = os.path.relpath(path, root)
+            if not (rel == ".." or rel.startswith(".." + os.sep)):
+                exact[rel] = what
+        prefixes = tuple(rel + os.sep for rel in exact)
         for r in self.rules:
             for o in r.outputs:
-                full = os.path.join(self.root, o)
-                for path, what in reserved.items():
-                    if full == path or full.startswith(path + os.sep):
-                        raise PipefileError(
-                            f"output {o} is {what}; a rule may not write there",
-                            where=format_where(r.where),
-                        )
+                if o.startswith(("/", "..")):  # declared with allow_outside: compare in full
+                    full = os.path.normpath(os.path.join(root, o))
+                    hit = next(
+                        (w for p, w in reserved.items() if full == p or full.startswith(p + os.sep)), None
+                    )
+                elif o in exact or o.startswith(prefixes):
+                    hit = exact.get(o) or next(w for p, w in exact.items() if o.startswith(p + os.sep))
+                else:
+                    continue
+                if hit is not None:
+                    raise PipefileError(
+                        f"output {o} is {hit}; a rule may not write there", where=format_where(r.where)
+                    )
 
     # -- targets ----------------------------------------------------------------------------------
 

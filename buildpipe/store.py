@@ -1,21 +1,23 @@
 """The state database: one SQLite file under `.buildpipe/`, plus the lock that keeps builds apart.
 
-On-disk format (schema 2), a snapshot plus a journal, both marshal-encoded:
-  meta(key, value)          'schema' = 2
+On-disk format (schema 3), a snapshot plus a journal, both marshal-encoded:
+  meta(key, value)          'schema' = 3
   snapshot(chunk, data)     marshal((files, rules)): the whole state, split in chunks of entries
   journal(seq, data)        marshal((files, rules)) per committed batch: entries set (a value) or
                             dropped (None) since the snapshot, applied in seq order
 where
-  files[path] = (size, mtime_ns, ctime_ns, inode, digest, recorded_ns): a file's last stat and the
-      xxh3-128 digest of its bytes; `recorded_ns` is a clock reading taken before that stat, which
-      tells whether the stat can be trusted (see filesystem.is_racy);
-  rules[id]   = RuleRecord (id = the rule's first output): what its last successful run was built
-      from and produced.
+  files[path] = a packed file record (filesystem.file_record): the file's last stat, the xxh3-128
+      digest of its bytes, and whether that stat vouches for the digest;
+  rules[id]   = a packed rule record (`pack_rule`; id = the rule's first output): what its last
+      successful run was built from and produced.
+Records are flat bytes: a few objects per entry keep loading fast and memory small, and a rule is up
+to date exactly when the record it would get now equals the one stored - one comparison.
 
 Loading is a few large reads; a build appends one journal row per batch of finished rules, and a
 build that wrote enough folds the journal into a new snapshot on close. Each write is one SQLite
 transaction, so a kill at any moment loses at most the batch being written, and a rule's record is
-written only after it succeeded: a record present always describes real outputs.
+written only after it succeeded: a record present always describes real outputs. A database of an
+older schema is emptied (everything reruns once); a newer one is refused.
 Knows nothing of graphs or rules beyond those records.
 """
 
@@ -34,20 +36,41 @@ import xxhash
 
 from .errors import StoreError
 
-SCHEMA = 2
+SCHEMA = 3
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
 CHUNK_ENTRIES = 20_000  # entries per snapshot row: small blobs keep the peak memory of loading low
 DIGEST_SIZE = 16
 
-FileRecord = tuple[int, int, int, int, bytes, int]  # size, mtime, ctime, ino, digest, recorded
-
-
 # What a rule's last successful run was built from and produced. Path lists are kept as a digest
 # of the list (`paths_key`); digests of several files are concatenated, DIGEST_SIZE bytes each, in
-# the rule's order: inputs_key, input_digests, action, params (fingerprints), outputs_key,
-# output_digests.
+# the rule's order: inputs_key, input_digests, action, params (fingerprints; b"" for no params),
+# outputs_key, output_digests.
 RuleRecord = namedtuple("RuleRecord", "inputs_key input_digests action params outputs_key output_digests")
+NO_PARAMS = b"\0" * DIGEST_SIZE
+_HEAD = 4 * DIGEST_SIZE + 4  # four digests, then the number of outputs
+
+
+def pack_rule(
+    inputs_key: bytes, input_digests: bytes, action: bytes, params: bytes, outputs_key: bytes,
+    output_digests: bytes,
+) -> bytes:
+    """A rule record as stored: the keys and fingerprints, the output count, the output digests, then
+    the input digests. Build the record a rule would get now and compare: equal means up to date."""
+    return b"".join((
+        inputs_key, action, params or NO_PARAMS, outputs_key,
+        (len(output_digests) // DIGEST_SIZE).to_bytes(4, "little"), output_digests, input_digests,
+    ))
+
+
+def unpack_rule(raw: bytes) -> RuleRecord | None:
+    if type(raw) is not bytes or len(raw) < _HEAD:
+        return None
+    d = DIGEST_SIZE
+    end = _HEAD + d * int.from_bytes(raw[4 * d : _HEAD], "little")
+    params = raw[2 * d : 3 * d]
+    return RuleRecord(raw[:d], raw[end:], raw[d : 2 * d], b"" if params == NO_PARAMS else params,
+                      raw[3 * d : 4 * d], raw[_HEAD:end])
 
 
 def paths_key(paths: tuple[str, ...]) -> bytes:
@@ -134,10 +157,11 @@ class Store:
     def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly  # without the lock: look, never write
-        self.files: dict[str, FileRecord] = {}
-        self._rules: dict[str, tuple] = {}
-        self._dirty_files: dict[str, FileRecord | None] = {}
-        self._dirty_rules: dict[str, tuple | None] = {}
+        self.files: dict[str, bytes] = {}  # path -> packed file record
+        self.rules: dict[str, bytes] = {}  # rule id -> packed rule record
+        self._dirty_files: dict[str, bytes | None] = {}
+        self._dirty_rules: dict[str, bytes | None] = {}
+        self.note = ""  # said once to the user: e.g. the state was of an older schema and was reset
         self._snapshot_bytes = 0
         self._journal_bytes = 0
         self._journal_rows = 0
@@ -200,6 +224,22 @@ class Store:
             db.execute("COMMIT")
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         found = row[0] if row else "none"
+        if found.isdigit() and int(found) < SCHEMA:
+            # Recorded by an older buildpipe: only a cache of what was built, so start afresh.
+            self.note = (
+                f"the state in {os.path.dirname(self.path)} was recorded by an older buildpipe "
+                f"(schema {found}); starting afresh: every rule runs once"
+            )
+            if self.readonly:
+                db.close()
+                self.db = sqlite3.connect(":memory:", isolation_level=None)
+                return self._init_schema()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM snapshot")
+            db.execute("DELETE FROM journal")
+            db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA),))
+            db.execute("COMMIT")
+            return
         if found != str(SCHEMA):
             raise StoreError(
                 f"the state database {self.path} has schema {found}, this buildpipe reads schema "
@@ -212,7 +252,7 @@ class Store:
         db = self.db
         db.execute("BEGIN")
         try:
-            files, rules = self.files, self._rules
+            files, rules = self.files, self.rules
             for (data,) in db.execute("SELECT data FROM snapshot ORDER BY chunk"):
                 self._snapshot_bytes += len(data)
                 f, r = marshal.loads(data)
@@ -240,14 +280,12 @@ class Store:
     # -- reading ----------------------------------------------------------------------------------
 
     def rule(self, rule_id: str) -> RuleRecord | None:
-        t = self._rules.get(rule_id)
-        if t is None or len(t) != 6:
-            return None
-        return RuleRecord._make(t)
+        raw = self.rules.get(rule_id)
+        return None if raw is None else unpack_rule(raw)
 
     # -- writing (pending until flush) ------------------------------------------------------------
 
-    def put_file(self, path: str, rec: FileRecord) -> None:
+    def put_file(self, path: str, rec: bytes) -> None:
         self.files[path] = rec
         self._dirty_files[path] = rec
 
@@ -255,13 +293,13 @@ class Store:
         if self.files.pop(path, None) is not None or path in self._dirty_files:
             self._dirty_files[path] = None
 
-    def put_rule(self, rule_id: str, rec: RuleRecord) -> None:
-        t = tuple(rec)
-        self._rules[rule_id] = t
-        self._dirty_rules[rule_id] = t
+    def put_rule(self, rule_id: str, raw: bytes) -> None:
+        """Record a rule's packed record (`pack_rule`)."""
+        self.rules[rule_id] = raw
+        self._dirty_rules[rule_id] = raw
 
     def drop_rule(self, rule_id: str) -> None:
-        if self._rules.pop(rule_id, None) is not None or rule_id in self._dirty_rules:
+        if self.rules.pop(rule_id, None) is not None or rule_id in self._dirty_rules:
             self._dirty_rules[rule_id] = None
 
     @property
@@ -303,7 +341,7 @@ class Store:
             return
         statements: list[tuple[str, tuple]] = [("DELETE FROM snapshot", ()), ("DELETE FROM journal", ())]
         files = list(self.files.items())
-        rules = list(self._rules.items())
+        rules = list(self.rules.items())
         size = 0
         chunks = max(1, -(-max(len(files), len(rules)) // CHUNK_ENTRIES))
         for c in range(chunks):

@@ -21,7 +21,7 @@ import xxhash
 
 from buildpipe import dsl
 from buildpipe.executor import Result
-from buildpipe.filesystem import DIRECTORY, Stat, digest_bytes
+from buildpipe.filesystem import DIRECTORY, Stat, digest_bytes, file_record
 from buildpipe.graph import Graph
 from buildpipe.rules import Rule
 
@@ -341,7 +341,7 @@ class FakeExecutor:
             if st is None or st[0] < 0:
                 missing.append(o)
                 continue
-            states.append((*st, digest_bytes(fs.files[o].data), recorded))
+            states.append(file_record(st, digest_bytes(fs.files[o].data), recorded))
         if missing:
             return Result(i, False, None, "", "the action did not create " + ", ".join(missing))
         return Result(i, True, states, "", "")

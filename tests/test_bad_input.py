@@ -320,6 +320,12 @@ CASES = [
         ".buildpipe",
     ),
     case(
+        "output-in-a-state-directory-outside-the-project",
+        'rule("../state/x.txt", ["src/a.txt"], cat, allow_outside=True)  # HERE\n',
+        "output ../state/x.txt is in the state directory",
+        files={"pipe.toml": 'state-dir = "../state"\n'},
+    ),
+    case(
         "output-named-twice-in-one-rule",
         'rule(["out/a.txt", "out/./a.txt"], ["src/a.txt"], cat)  # HERE\n',
         "rule out/a.txt names an output twice",

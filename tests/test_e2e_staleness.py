@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -587,6 +588,34 @@ def test_given_the_state_folder_deleted_when_only_one_target_is_built_then_only_
     assert built.build("out/a.txt").ran == ["out/a.txt"]
     assert sorted(built.build().ran) == ["out/ab.txt", "out/b.txt"]
     assert built.build().ran == []
+
+
+def _set_schema(project, value: str) -> None:
+    con = sqlite3.connect(project.path(".buildpipe/state.db"))
+    with con:
+        con.execute("UPDATE meta SET value=? WHERE key='schema'", (value,))
+    con.close()
+
+
+def test_given_state_of_an_older_schema_when_built_then_it_says_so_and_every_needed_rule_runs_once(
+    built,
+):
+    _set_schema(built, "2")
+    status = built.run("status", rc=1)
+    assert "older buildpipe" in status.err and "stale out/ab.txt" in status.out
+    r = built.build()
+    assert "older buildpipe (schema 2)" in r.err
+    assert sorted(r.ran) == ["out/a.txt", "out/ab.txt", "out/b.txt"]
+    again = built.build()
+    assert again.ran == [] and "older" not in again.err
+
+
+def test_given_state_of_a_newer_schema_when_built_then_exit_2_and_the_state_is_kept(built):
+    _set_schema(built, "99")
+    r = built.run("build", rc=2)
+    assert "schema 99" in r.err and r.ran == []
+    _set_schema(built, "3")
+    assert built.build().ran == []  # nothing recorded was lost
 
 
 def test_given_the_state_folder_deleted_and_sources_edited_when_built_then_outputs_are_right(
