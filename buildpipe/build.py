@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .executor import Result
-from .filesystem import STAT_END, TRUSTED, file_record, is_racy, pack_stat, record_mtime
+from .filesystem import STAT_END, TRUSTED, file_record, is_racy, record_mtime
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
 from .rebuilder import CHANGED, MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
@@ -132,23 +132,29 @@ class Build:
         return g.resolve(targets), True
 
     def _check_sources(self, wanted: list[int]) -> None:
+        """Read the state of every file the build looks at, then refuse a missing source."""
         producer = self.graph.producer
         rules = self.rules
-        # Every file the build looks at, in one tight loop first: most of a no-op is this.
-        self.states.prefetch([ps for i in wanted for ps in (rules[i].inputs, rules[i].outputs)])
-        digest = self.states.digest
+        sources: dict[str, Rule] = {}  # each source, with the first rule that needs it
+        outputs: list[str] = []
         for i in wanted:
-            r = self.rules[i]
+            r = rules[i]
+            outputs += r.outputs
             for p in r.inputs:
-                if p not in producer:
-                    d = digest(p)
-                    if d == MISSING:
-                        raise MissingSourceError(p, r, "does not exist")
-                    if d == UNREADABLE:
-                        why = self.states.errors.get(p, "")
-                        if why.startswith("is "):
-                            raise MissingSourceError(p, r, f"{why}; an input must be a file")
-                        raise MissingSourceError(p, r, f"cannot be read ({why})")
+                if p not in producer and p not in sources:
+                    sources[p] = r
+        # One tight loop of stat calls first: most of a no-op is this.
+        self.states.prefetch(outputs + list(sources))
+        digest = self.states.digest
+        for p, r in sources.items():
+            d = digest(p)
+            if d == MISSING:
+                raise MissingSourceError(p, r, "does not exist")
+            if d == UNREADABLE:
+                why = self.states.errors.get(p, "")
+                if why.startswith("is "):
+                    raise MissingSourceError(p, r, f"{why}; an input must be a file")
+                raise MissingSourceError(p, r, f"cannot be read ({why})")
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -237,13 +243,18 @@ class Build:
 
         stored_rule = store.rules.get
         action_fp = fp.action
+        action_fps: dict[object, bytes] = {}
 
         def evaluate(i: int) -> None:
             r = rules[i]
             raw = stored_rule(r.outputs[0])
-            ins = digests(r.inputs)
-            outs = digests(r.outputs)
-            afp = action_fp(r.action)
+            paths = r.inputs
+            ins = (memo_get(paths[0]) or digest(paths[0])) if len(paths) == 1 else digests(paths)
+            paths = r.outputs
+            outs = (memo_get(paths[0]) or digest(paths[0])) if len(paths) == 1 else digests(paths)
+            afp = action_fps.get(r.action)
+            if afp is None:
+                afp = action_fps[r.action] = action_fp(r.action)
             pfp = b"" if r.params is None else params_fingerprint(r.params)
             if (
                 raw is not None
@@ -361,7 +372,9 @@ class Build:
                     r.outputs[0],
                     pack_rule(
                         paths_key(r.inputs),
-                        self._changed_while_running(r.inputs, snapshots.pop(i), input_stats.pop(i)),
+                        self._changed_while_running(
+                            r.inputs, snapshots.pop(i), input_stats.pop(i), res.inputs
+                        ),
                         action_fp(r.action),
                         params_fingerprint(r.params),
                         paths_key(r.outputs),
@@ -434,15 +447,22 @@ class Build:
         return summary
 
     def _changed_while_running(
-        self, inputs: tuple[str, ...], snapshot: bytes, stats: list[bytes | None]
+        self,
+        inputs: tuple[str, ...],
+        snapshot: bytes,
+        before: list[bytes | None],
+        after: list[bytes | None] | None,
     ) -> bytes:
         """The input digests to record: those taken when the rule started, except for an input whose
         stat changed while it ran (even if its content came back: the action may have read another
-        version), which is recorded as CHANGED so that the next build runs the rule again."""
-        stat = self.fs.stat
-        for k, (path, before) in enumerate(zip(inputs, stats)):
-            now = stat(path)
-            if now is None or pack_stat(*now) != before:
+        version), which is recorded as CHANGED so that the next build runs the rule again.
+        `after`: the stats the worker read when the action ended; None to read them now."""
+        if after is None:
+            after = self.fs.packed_stats(list(inputs))
+        if after == before:
+            return snapshot
+        for k, (then, now) in enumerate(zip(before, after)):
+            if now is None or now != then:
                 at = k * DIGEST_SIZE
                 snapshot = snapshot[:at] + CHANGED + snapshot[at + DIGEST_SIZE :]
         return snapshot

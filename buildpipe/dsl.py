@@ -63,6 +63,27 @@ def _is_normal(path: str) -> bool:
     )
 
 
+def _all_normal(first: str, paths: list[Any]) -> bool:
+    """`_is_normal` for `first` and every path in `paths`, all plain str: joined by NUL (which no
+    path may hold), the same checks become a few scans of one string."""
+    for p in paths:
+        if type(p) is not str:
+            return False
+    j = "\0".join((first, *paths))
+    return (
+        first != ""
+        and j.count("\0") == len(paths)
+        and j[0] not in "/.\0"
+        and j[-1] not in "/\0"
+        and "//" not in j
+        and "/." not in j
+        and "\0/" not in j
+        and "\0." not in j
+        and "/\0" not in j
+        and "\0\0" not in j
+    )
+
+
 def _norm(path: Any, root: str, where: tuple[str, int], what: str) -> str:
     if type(path) is str and _is_normal(path):
         return path
@@ -149,7 +170,6 @@ def rule(
     With `action=None`, the returned Rule is a decorator that takes the action.
     """
     reg = _current[0]
-    where = _caller()
     # The common declaration - one normal output, a list of normal input paths, an action, no
     # options - takes this path: it is what a Pipefile with many rules spends its time on.
     if (
@@ -160,13 +180,18 @@ def rule(
         and temp is False
         and name is None
         and allow_outside is False
-        and _is_normal(outputs)
-        and all([type(i) is str and _is_normal(i) for i in inputs])
         and (callable(action) or isinstance(action, ShAction))
+        and _all_normal(outputs, inputs)
     ):
+        f = sys._getframe(1)
+        if f.f_code.co_filename.startswith(_PACKAGE_DIR):
+            where = _caller()
+        else:
+            where = (f.f_code.co_filename, f.f_lineno)
         r = Rule((outputs,), tuple(inputs), action, None, False, where, None, None)
         reg.rules.append(r)
         return r
+    where = _caller()
     root = reg.root
     shape: None | str | tuple[str, ...]
     if isinstance(outputs, (str, os.PathLike)):

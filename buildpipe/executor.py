@@ -10,6 +10,7 @@ interrupted or killed build leaves no action running.
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import selectors
@@ -21,7 +22,7 @@ import time
 from collections import namedtuple
 from collections.abc import Sequence
 
-from .filesystem import digest_path, file_record, stat_path
+from .filesystem import RealFileSystem, digest_path, file_record, stat_path
 from .rules import Rule, ShAction, shown
 
 LOG_LIMIT = 256 * 1024  # captured output kept per rule (the tail)
@@ -30,8 +31,9 @@ _HEADER = struct.Struct("<I")
 
 
 # A finished rule: its index, whether it succeeded, its outputs' file records (filesystem.file_record),
-# the captured stdout and stderr, and why it failed (a traceback, an exit status, missing outputs).
-Result = namedtuple("Result", "rule ok outputs log error")
+# the captured stdout and stderr, why it failed (a traceback, an exit status, missing outputs), and
+# its inputs' packed stats read right after it ran (None: not read, the build stats them itself).
+Result = namedtuple("Result", "rule ok outputs log error inputs", defaults=(None,))
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -138,7 +140,13 @@ def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
                 pass
             d = os.path.dirname(o)
             if d:
-                os.makedirs(d, exist_ok=True)
+                try:
+                    os.mkdir(d)  # one system call when the directory is there, the common case
+                except FileExistsError:
+                    if not os.path.isdir(d):
+                        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), d)
+                except FileNotFoundError:
+                    os.makedirs(d, exist_ok=True)
         except IsADirectoryError:
             return False, None, f"output {shown(o)} is a directory; remove it or choose another name"
         except OSError as e:
@@ -250,20 +258,26 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
     os.dup2(cfd, 1)
     os.dup2(cfd, 2)
     _home = os.getcwd()
+    packed_stats = RealFileSystem.packed_stats
     while True:
         try:
             (index,) = _HEADER.unpack(_read_exact(job_fd, 4))
         except EOFError:
             os._exit(0)
-        os.ftruncate(cfd, 0)
-        os.lseek(cfd, 0, os.SEEK_SET)
-        ok, states, error = run_rule(rules[index])
+        rule = rules[index]
+        ok, states, error = run_rule(rule)
+        # Read at once whether an input changed while it ran (the build compares): here, in parallel.
+        inputs = packed_stats(rule.inputs) if ok else None
+        log = ""
         size = os.lseek(cfd, 0, os.SEEK_END)
-        start = max(0, size - LOG_LIMIT)
-        log = os.pread(cfd, size - start, start).decode("utf-8", "replace") if size else ""
-        if start:
-            log = f"[... {start} bytes cut ...]\n" + log
-        payload = marshal.dumps((index, ok, states, log, error))
+        if size:  # what the action printed; the capture file starts empty for the next rule
+            start = max(0, size - LOG_LIMIT)
+            log = os.pread(cfd, size - start, start).decode("utf-8", "replace")
+            if start:
+                log = f"[... {start} bytes cut ...]\n" + log
+            os.ftruncate(cfd, 0)
+            os.lseek(cfd, 0, os.SEEK_SET)
+        payload = marshal.dumps((index, ok, states, log, error, inputs))
         try:
             _write_all(result_fd, _HEADER.pack(len(payload)) + payload)
         except BrokenPipeError:
@@ -364,10 +378,9 @@ class ForkExecutor:
                 if len(w.buf) < 4 + n:
                     break
                 payload, w.buf = w.buf[4 : 4 + n], w.buf[4 + n :]
-                index, ok, states, log, error = marshal.loads(payload)
                 w.index = -1
                 self._running -= 1
-                results.append(Result(index, ok, states, log, error))
+                results.append(Result._make(marshal.loads(payload)))
         return results
 
     def _died(self, w: _Worker, status: int | None = None) -> list[Result]:

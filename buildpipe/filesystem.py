@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     class FileSystem(Protocol):
         def stat(self, path: str) -> Stat | None: ...
+        def packed_stats(self, paths: list[str]) -> list[bytes | None]: ...
         def digest(self, path: str) -> bytes: ...
         def remove(self, path: str) -> None: ...
         def now_ns(self) -> int: ...
@@ -99,6 +100,21 @@ class RealFileSystem:
 
     stat = staticmethod(stat_path)
     digest = staticmethod(digest_path)
+
+    @staticmethod
+    def packed_stats(paths: list[str]) -> list[bytes | None]:
+        """`pack_stat` of each regular file, None for anything else: one tight loop of stat calls."""
+        out: list[bytes | None] = []
+        append, stat, pack = out.append, os.stat, pack_stat
+        for p in paths:
+            try:
+                s = stat(p)
+            except OSError:
+                append(None)
+                continue
+            regular = _stat.S_ISREG(s.st_mode)
+            append(pack(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) if regular else None)
+        return out
 
     def remove(self, path: str) -> None:
         try:

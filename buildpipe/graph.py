@@ -34,28 +34,30 @@ class Graph:
         producer = self.producer
         for i, r in enumerate(self.rules):
             r.index = i
-            if r.action is None:
+            action = r.action
+            if action is None:
                 raise PipefileError(
                     f"rule {r.outputs[0]} has no action (pass action= or use @rule as a decorator)",
                     where=format_where(r.where),
                 )
             for o in r.outputs:
-                other = producer.get(o)
-                if other is not None:
+                if o in producer:
                     raise PipefileError(
-                        f"two rules declare the output {o}: {describe(other)} and this one",
+                        f"two rules declare the output {o}: {describe(producer[o])} and this one",
                         where=format_where(r.where),
                     )
                 producer[o] = r
             if r.name is not None:
                 self.names.setdefault(r.name, []).append(r)
-            if isinstance(r.action, ShAction) and r.action.uses_input and not r.inputs:
+            if type(action) is not ShAction:
+                continue
+            if action.uses_input and not r.inputs:
                 raise PipefileError(
                     f"rule {r.outputs[0]}: its sh() command uses {{input}} but the rule has no inputs",
                     where=format_where(r.where),
                 )
-            if isinstance(r.action, ShAction) and r.action.params_keys:
-                for key in r.action.params_keys:
+            if action.params_keys:
+                for key in action.params_keys:
                     if key not in (r.params or {}):
                         raise PipefileError(
                             f"rule {r.outputs[0]}: its sh() command uses {{params[{key}]}} but its "
@@ -70,14 +72,24 @@ class Graph:
                     where=format_where(inv.where),
                 )
         self.deps: list[tuple[int, ...]] = []
-        for r in self.rules:
-            seen: dict[int, None] = {}
-            for p in r.inputs:
-                q = producer.get(p)
-                if q is not None:
-                    seen[q.index] = None
-            self.deps.append(tuple(seen))
-        self._check_cycles()
+        append = self.deps.append
+        get = producer.get
+        in_order = True  # every producer declared before its consumers: then there is no cycle
+        for i, r in enumerate(self.rules):
+            ins = r.inputs
+            if len(ins) == 1:
+                q = get(ins[0])
+                if q is None:
+                    append(())
+                    continue
+                ds: tuple[int, ...] = (q.index,)
+            else:
+                ds = tuple({q.index: None for p in ins if (q := get(p)) is not None})
+            append(ds)
+            if in_order and max(ds, default=-1) >= i:
+                in_order = False
+        if not in_order:
+            self._check_cycles()
         self._check_alias_cycles()
         for name, targets in self.aliases.items():
             if name in producer:

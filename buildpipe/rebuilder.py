@@ -7,7 +7,6 @@ is not racy, a fresh hash otherwise.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterable
 
 from .filesystem import DIGEST_END, DIRECTORY, STAT_END, TRUSTED, file_record, pack_stat
 from .rules import Rule, shown
@@ -91,20 +90,15 @@ class FileStates:
         self.memo[path] = d
         return d
 
-    def prefetch(self, groups: Iterable[tuple[str, ...]]) -> None:
-        """Settle every path whose stat vouches for its recorded digest, in one tight loop; the
-        others (new, changed, racy, missing, odd) are left to `digest`. The common no-op case."""
-        memo, files_get, stat = self.memo, self.store.files.get, self.fs.stat
-        for paths in groups:
-            for p in paths:
-                rec = files_get(p)
-                if rec is None or not rec[TRUSTED] or p in memo:
-                    continue
-                try:
-                    st = stat(p)
-                except OSError:
-                    continue
-                if st is not None and rec[:STAT_END] == pack_stat(*st):
+    def prefetch(self, paths: list[str]) -> None:
+        """Settle every path (each once) whose stat vouches for its recorded digest, in one tight
+        loop; the others (new, changed, racy, missing, odd) are left to `digest`. A no-op's work."""
+        memo, files = self.memo, self.store.files
+        known = [p for p in paths if p in files and p not in memo]
+        for p, now in zip(known, self.fs.packed_stats(known)):
+            if now is not None:
+                rec = files[p]
+                if rec[TRUSTED] and rec.startswith(now):
                     memo[p] = rec[STAT_END:DIGEST_END]
 
     def set(self, path: str, digest: bytes) -> None:

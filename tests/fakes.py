@@ -21,7 +21,7 @@ import xxhash
 
 from buildpipe import dsl
 from buildpipe.executor import Result
-from buildpipe.filesystem import DIRECTORY, Stat, digest_bytes, file_record
+from buildpipe.filesystem import DIRECTORY, Stat, digest_bytes, file_record, pack_stat
 from buildpipe.graph import Graph
 from buildpipe.rules import Rule
 
@@ -53,7 +53,8 @@ class FakeFile:
 
 
 class FakeFS:
-    """The FileSystem protocol (stat/digest/remove/now_ns) over a dict, plus test-side editing."""
+    """The FileSystem protocol (stat, packed_stats, digest, remove, now_ns) over a dict, plus
+    test-side editing."""
 
     def __init__(
         self, clock: Clock | None = None, granularity: int = 1, reuse_inodes: bool = False
@@ -74,6 +75,9 @@ class FakeFS:
         if f is None:
             return DIRECTORY if path in self.dirs else None
         return (len(f.data), f.mtime, f.ctime, f.ino)
+
+    def packed_stats(self, paths: list[str]) -> list[bytes | None]:
+        return [None if (st := self.stat(p)) is None or st[0] < 0 else pack_stat(*st) for p in paths]
 
     def digest(self, path: str) -> bytes:
         f = self.files.get(path)

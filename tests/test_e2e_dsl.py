@@ -4,6 +4,10 @@ invariants, parallel workers, and where the state lives (§5)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from buildpipe.dsl import _all_normal, _is_normal
 
 
 def test_given_the_decorator_form_then_the_name_is_the_rule_and_stands_as_an_input(project):
@@ -262,3 +266,13 @@ def test_given_a_configured_state_dir_then_the_state_lives_there(project):
     assert project.path("var/state").is_dir()
     assert not project.exists(".buildpipe")
     assert project.build().ran == []
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab/.\0", max_size=5), min_size=1, max_size=4),
+)
+def test_the_fast_path_check_of_many_paths_agrees_with_the_check_of_each(paths):
+    """rule() accepts a declaration on its fast path only when every path is already normal."""
+    first, rest = paths[0], paths[1:]
+    assert _all_normal(first, rest) == all(_is_normal(p) for p in paths)
