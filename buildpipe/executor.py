@@ -11,6 +11,7 @@ interrupted or killed build leaves no action running.
 from __future__ import annotations
 
 import errno
+import gc
 import marshal
 import os
 import selectors
@@ -259,6 +260,9 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
     os.dup2(cfd, 2)
     _home = os.getcwd()
     packed_stats = RealFileSystem.packed_stats
+    # Actions may make cyclic garbage: collect it, but never walk (and so copy) the inherited heap.
+    gc.freeze()
+    gc.enable()
     while True:
         try:
             (index,) = _HEADER.unpack(_read_exact(job_fd, 4))

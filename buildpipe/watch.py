@@ -9,6 +9,7 @@ was when that build started.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import threading
@@ -126,6 +127,8 @@ def watch(
                     if summary.interrupted:
                         return 0
             _say("watching for changes (Ctrl-C to stop)")
+            project = None
+            gc.collect()  # the last Pipefile's module and graph, between builds (main disabled gc)
             _wait_for_change(paths, before)
     except (KeyboardInterrupt, Interrupted):
         return 0

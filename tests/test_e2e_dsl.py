@@ -276,3 +276,19 @@ def test_the_fast_path_check_of_many_paths_agrees_with_the_check_of_each(paths):
     """rule() accepts a declaration on its fast path only when every path is already normal."""
     first, rest = paths[0], paths[1:]
     assert _all_normal(first, rest) == all(_is_normal(p) for p in paths)
+
+
+def test_given_an_action_then_it_runs_with_the_garbage_collector_on(project):
+    """`pipe` itself runs without the cyclic collector; actions must not inherit that."""
+    project.pipefile(
+        """
+        import gc
+
+        def probe(output, inputs):
+            output.write_text(f"{gc.isenabled()}")
+
+        rule("out/gc.txt", [], probe)
+        """
+    )
+    project.build()
+    assert project.read("out/gc.txt") == "True"
