@@ -173,13 +173,18 @@ class Build:
         # Temp rules whose files are gone: until they run again, consumers see their recorded
         # output digests (a materialised temp rule regenerates those very bytes).
         deferred = bytearray(n)
-        consumers: dict[int, list[int]] = {}
-        waiting: dict[int, int] = {}
+        # Lists indexed by rule, not dicts: a few bytes a rule instead of a hundred.
+        consumers: list[list[int] | None] = [None] * n
+        waiting = [0] * n
         for i in wanted:
             deps = g.deps[i]
             waiting[i] = len(deps)
             for d in deps:
-                consumers.setdefault(d, []).append(i)
+                c = consumers[d]
+                if c is None:
+                    consumers[d] = [i]
+                else:
+                    c.append(i)
         ready = deque(i for i in wanted if waiting[i] == 0)
         runnable: deque[int] = deque()
         why: dict[int, list[Reason]] = {}
@@ -220,7 +225,7 @@ class Build:
             nonlocal done
             settled_flag[i] = 1
             done += 1
-            for c in consumers.get(i, ()):
+            for c in consumers[i] or ():
                 waiting[c] -= 1
                 if waiting[c] == 0:
                     ready.append(c)
@@ -233,7 +238,7 @@ class Build:
             """Temp files go once every consumer in this build finished successfully."""
             if d in target_ids or state[d] not in (UPTODATE, BUILT):
                 return
-            if all(state[c] in finished for c in consumers.get(d, ())):
+            if all(state[c] in finished for c in consumers[d] or ()):
                 for o in rules[d].outputs:
                     fs.remove(o)
                     store.drop_file(o)
@@ -314,14 +319,14 @@ class Build:
             and a later one that must run is blocked by must_run."""
             stack = mat_waiters.pop(i, [])
             if not deferred[i]:
-                stack += consumers.get(i, ())
+                stack += consumers[i] or ()
             while stack:
                 c = stack.pop()
                 if state[c] in (WAITING, QUEUED):
                     state[c] = BLOCKED
                     summary.blocked += 1
                     if not deferred[c]:
-                        stack.extend(consumers.get(c, ()))
+                        stack.extend(consumers[c] or ())
                     stack.extend(mat_waiters.pop(c, []))
 
         def dispatch(i: int) -> None:
@@ -333,15 +338,16 @@ class Build:
             # Its outputs' digests stay as they are until it completes: only the consumers of a
             # materialised temp rule can be decided meanwhile, and they must see its recorded ones.
             state[i] = RUNNING
+            w = why.pop(i)
             if dry:
-                summary.would_run.append((i, why[i]))
+                summary.would_run.append((i, w))
                 complete(Result(i, True, None, "", ""))
                 return
             if executor is None:
                 executor = self.make_executor()
             running[i] = r
             started_at[i] = time.perf_counter()
-            self.reporter.started(r, why[i])
+            self.reporter.started(r, w)
             executor.start(r)
 
         def complete(res: Result) -> None:

@@ -108,6 +108,9 @@ class FileStates:
         self.memo.pop(path, None)
 
 
+NEW = Reason("new")  # shared: a first build gives it to every rule
+
+
 def _split(digests: bytes) -> list[bytes]:
     return [digests[k : k + DIGEST_SIZE] for k in range(0, len(digests), DIGEST_SIZE)]
 
@@ -128,7 +131,9 @@ def reasons(
     if forced:
         return [Reason("forced")]
     if record is None:
-        return [Reason("new")] + [
+        if UNREADABLE not in _split(output_digests):
+            return [NEW]
+        return [NEW] + [
             Reason("unreadable", p, (errors or {}).get(p, ""))
             for p, now in zip(rule.outputs, _split(output_digests))
             if now == UNREADABLE

@@ -30,7 +30,8 @@ import os
 import sqlite3
 import time
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 
 import xxhash
 
@@ -306,7 +307,8 @@ class Store:
     def pending(self) -> bool:
         return bool(self._dirty_files or self._dirty_rules)
 
-    def _write(self, statements: list[tuple[str, tuple]]) -> None:
+    def _write(self, statements: Iterable[tuple[str, tuple]]) -> None:
+        """Run `statements` (consumed one at a time) in one transaction."""
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -335,21 +337,30 @@ class Store:
         self._journal_rows += 1
 
     def compact(self) -> None:
-        """Fold the journal into a new snapshot."""
+        """Fold the journal into a new snapshot, written a chunk at a time (bounded extra memory)."""
         self.flush()
         if self.readonly:
             return
-        statements: list[tuple[str, tuple]] = [("DELETE FROM snapshot", ()), ("DELETE FROM journal", ())]
-        files = list(self.files.items())
-        rules = list(self.rules.items())
         size = 0
-        chunks = max(1, -(-max(len(files), len(rules)) // CHUNK_ENTRIES))
-        for c in range(chunks):
-            lo, hi = c * CHUNK_ENTRIES, (c + 1) * CHUNK_ENTRIES
-            data = marshal.dumps((dict(files[lo:hi]), dict(rules[lo:hi])), 4)
-            size += len(data)
-            statements.append(("INSERT INTO snapshot VALUES (?, ?)", (c, data)))
-        self._write(statements)
+
+        def statements() -> Iterator[tuple[str, tuple]]:
+            nonlocal size
+            yield "DELETE FROM snapshot", ()
+            yield "DELETE FROM journal", ()
+            files, rules = iter(self.files.items()), iter(self.rules.items())
+            chunk = 0
+            while True:
+                f = dict(islice(files, CHUNK_ENTRIES))
+                r = dict(islice(rules, CHUNK_ENTRIES))
+                if chunk and not (f or r):
+                    return
+                data = marshal.dumps((f, r), 4)
+                del f, r
+                size += len(data)
+                yield "INSERT INTO snapshot VALUES (?, ?)", (chunk, data)
+                chunk += 1
+
+        self._write(statements())
         self._snapshot_bytes, self._journal_bytes, self._journal_rows = size, 0, 0
 
     def close(self) -> None:
