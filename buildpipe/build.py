@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .executor import Result
+from .executor import NOT_STARTED, Result
 from .filesystem import STAT_END, TRUSTED, file_record, is_racy, record_mtime
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
@@ -338,7 +338,7 @@ class Build:
             # Its outputs' digests stay as they are until it completes: only the consumers of a
             # materialised temp rule can be decided meanwhile, and they must see its recorded ones.
             state[i] = RUNNING
-            w = why.pop(i)
+            w = why[i]
             if dry:
                 summary.would_run.append((i, w))
                 complete(Result(i, True, None, "", ""))
@@ -355,6 +355,18 @@ class Build:
             r = rules[i]
             running.pop(i, None)
             seconds = time.perf_counter() - started_at.pop(i, time.perf_counter())
+            if res.error == NOT_STARTED:  # handed back unrun: the build stops, or its worker died
+                if stopping or (executor is not None and executor.stopping):
+                    state[i] = BLOCKED
+                    summary.blocked += 1
+                    block(i)
+                else:
+                    state[i] = QUEUED
+                    runnable.appendleft(i)
+                return
+            del why[i]
+            if res.seconds is not None:
+                seconds = res.seconds
             if not res.ok:
                 state[i] = FAILED
                 summary.failed.append((i, res))
@@ -398,6 +410,19 @@ class Build:
             if not dry:
                 self.reporter.finished(r, res, seconds, done)
 
+        def start_runnable() -> None:
+            while runnable and not stopping:
+                if executor is not None and executor.running() >= executor.capacity:
+                    break
+                if rng is not None:  # --shuffle: any ready rule may go next
+                    k = rng.randrange(len(runnable))
+                    runnable.rotate(-k)
+                i = runnable.popleft()
+                if state[i] == QUEUED:
+                    dispatch(i)
+                if ready:
+                    break  # decide newly ready rules before starting more
+
         old_handlers = self._install_signals()
         last_flush = last_progress = time.perf_counter()
         try:
@@ -406,23 +431,16 @@ class Build:
                     i = ready.popleft()
                     if state[i] == WAITING:
                         evaluate(i)
-                while runnable and not stopping:
-                    if executor is not None and executor.running() >= executor.slots:
-                        break
-                    if rng is not None:  # --shuffle: any ready rule may go next
-                        k = rng.randrange(len(runnable))
-                        runnable.rotate(-k)
-                    i = runnable.popleft()
-                    if state[i] == QUEUED:
-                        dispatch(i)
-                    if ready:
-                        break  # decide newly ready rules before starting more
+                start_runnable()
                 if not running:
                     if stopping or not (ready or runnable):
                         break
                     continue
                 assert executor is not None
-                for res in executor.wait(0.2):
+                results = executor.wait(0.2)
+                if opts.keep_going or all(res.ok for res in results):
+                    start_runnable()  # the freed workers get their next rules before the bookkeeping
+                for res in results:
                     complete(res)
                     if not res.ok and not opts.keep_going:
                         stopping = True

@@ -243,7 +243,9 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
             graph,
             store,
             RealFileSystem(),
-            lambda: ForkExecutor(graph.rules, jobs, close_fds=lock.fds()),
+            lambda: ForkExecutor(
+                graph.rules, jobs, close_fds=lock.fds(), stop_on_failure=not args.keep_going
+            ),
             make_reporter(graph.rules, verbosity, dry_run),
             BuildOptions(
                 targets=args.targets or None,

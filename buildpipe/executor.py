@@ -3,7 +3,9 @@
 Workers are forked from the build process after the Pipefile was loaded, so they already hold every
 rule; the parent sends a rule's index down the worker's job pipe and reads back one result record:
 the outputs' stat and digest (hashed in the worker, in parallel), the captured stdout/stderr and the
-error, if any. A worker that dies (signal, `os._exit`, out of memory) fails only its own rule and is
+error, if any. A worker is given up to DEPTH rules at once; once the build is stopping (a failure
+without -k), a worker hands a rule it has not started back (NOT_STARTED) instead of running it.
+A worker that dies (signal, `os._exit`, out of memory) fails only the rule it was running and is
 replaced. Workers sit in their own process group and die with the parent (PR_SET_PDEATHSIG), so an
 interrupted or killed build leaves no action running.
 """
@@ -20,21 +22,27 @@ import signal
 import struct
 import sys
 import time
-from collections import namedtuple
+from collections import deque, namedtuple
 from collections.abc import Sequence
 
 from .filesystem import RealFileSystem, digest_path, file_record, stat_path
 from .rules import Rule, ShAction, shown
 
 LOG_LIMIT = 256 * 1024  # captured output kept per rule (the tail)
+# Rules given to a worker at once. More would save the worker a wait for the parent between rules,
+# but a rule waiting behind a long one in a worker's pipe cannot move to an idle worker: a chain of
+# short rules could wait a long rule out while other workers idle. So: one.
+DEPTH = 1
+NOT_STARTED = "not started: the build is stopping"  # the error of a rule handed back unrun
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _HEADER = struct.Struct("<I")
 
 
 # A finished rule: its index, whether it succeeded, its outputs' file records (filesystem.file_record),
-# the captured stdout and stderr, why it failed (a traceback, an exit status, missing outputs), and
-# its inputs' packed stats read right after it ran (None: not read, the build stats them itself).
-Result = namedtuple("Result", "rule ok outputs log error inputs", defaults=(None,))
+# the captured stdout and stderr, why it failed (a traceback, an exit status, missing outputs;
+# NOT_STARTED for a rule handed back unrun), its inputs' packed stats read right after it ran (None:
+# not read, the build stats them itself), and the seconds it ran (None: not measured).
+Result = namedtuple("Result", "rule ok outputs log error inputs seconds", defaults=(None, None))
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,9 +50,12 @@ if TYPE_CHECKING:
 
     class Executor(Protocol):
         slots: int
+        capacity: int  # rules it takes at once (started or waiting for a worker)
 
         def start(self, rule: Rule) -> None: ...
         def running(self) -> int: ...
+        @property
+        def stopping(self) -> bool: ...
         def wait(self, timeout: float | None) -> list[Result]: ...
         def shutdown(self, kill: bool) -> None: ...
 
@@ -241,7 +252,9 @@ def _die_with_parent() -> None:
 _home = ""  # the Pipefile's directory: every action starts there
 
 
-def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int) -> None:
+def _worker_main(
+    rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int, stop: Any, stop_on_failure: bool
+) -> None:
     global _home
     os.setpgid(0, 0)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
@@ -268,8 +281,19 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
             (index,) = _HEADER.unpack(_read_exact(job_fd, 4))
         except EOFError:
             os._exit(0)
+        if stop[0]:
+            payload = marshal.dumps((index, False, None, "", NOT_STARTED))
+            try:
+                _write_all(result_fd, _HEADER.pack(len(payload)) + payload)
+            except BrokenPipeError:
+                os._exit(1)
+            continue
         rule = rules[index]
+        t0 = time.perf_counter()
         ok, states, error = run_rule(rule)
+        seconds = time.perf_counter() - t0
+        if not ok and stop_on_failure:
+            stop[0] = 1  # before anyone takes another rule: no new rule starts after a failure
         # Read at once whether an input changed while it ran (the build compares): here, in parallel.
         inputs = packed_stats(rule.inputs) if ok else None
         log = ""
@@ -281,7 +305,7 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
                 log = f"[... {start} bytes cut ...]\n" + log
             os.ftruncate(cfd, 0)
             os.lseek(cfd, 0, os.SEEK_SET)
-        payload = marshal.dumps((index, ok, states, log, error, inputs))
+        payload = marshal.dumps((index, ok, states, log, error, inputs, seconds))
         try:
             _write_all(result_fd, _HEADER.pack(len(payload)) + payload)
         except BrokenPipeError:
@@ -289,23 +313,38 @@ def _worker_main(rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int
 
 
 class _Worker:
-    __slots__ = ("pid", "job_w", "result_r", "buf", "index")
+    __slots__ = ("pid", "job_w", "result_r", "buf", "queue")
 
     def __init__(self, pid: int, job_w: int, result_r: int) -> None:
         self.pid = pid
         self.job_w = job_w
         self.result_r = result_r
         self.buf = b""
-        self.index = -1  # the rule it runs, -1 when idle
+        self.queue: deque[int] = deque()  # rules sent, in order; the first is the one running
 
 
 class ForkExecutor:
-    """Up to `slots` rules at once, each in a pre-forked worker process."""
+    """Up to `slots` rules running at once, each in a pre-forked worker process, and as many again
+    waiting in the workers' pipes (DEPTH).
 
-    def __init__(self, rules: Sequence[Rule], slots: int, close_fds: Sequence[int] = ()) -> None:
+    With `stop_on_failure` (no -k), the first failure stops every worker from starting another rule:
+    the waiting ones come back as NOT_STARTED."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        slots: int,
+        close_fds: Sequence[int] = (),
+        stop_on_failure: bool = True,
+    ) -> None:
+        import mmap
+
         self.rules = rules
         self.slots = max(1, slots)
+        self.capacity = self.slots * DEPTH
         self.close_fds = list(close_fds)
+        self.stop_on_failure = stop_on_failure
+        self.stop = mmap.mmap(-1, 1)  # shared with the workers: 1 once the build is stopping
         self.workers: list[_Worker] = []
         self.selector = selectors.DefaultSelector()
         self._running = 0
@@ -329,7 +368,7 @@ class ForkExecutor:
                         os.close(fd)
                     except OSError:
                         pass
-                _worker_main(self.rules, job_r, result_w, parent)
+                _worker_main(self.rules, job_r, result_w, parent, self.stop, self.stop_on_failure)
             finally:
                 os._exit(1)
         os.close(job_r)
@@ -342,16 +381,26 @@ class ForkExecutor:
     def running(self) -> int:
         return self._running
 
+    @property
+    def stopping(self) -> bool:
+        """A failure stopped the workers from starting rules (only with `stop_on_failure`)."""
+        return bool(self.stop[0])
+
     def start(self, rule: Rule) -> None:
-        idle = next((w for w in self.workers if w.index < 0), None)
-        if idle is None:
-            if len(self.workers) >= self.slots:
-                raise RuntimeError("no free worker")
-            idle = self._spawn()
-        idle.index = rule.index
+        """Give `rule` to an idle worker (forking one if fewer than `slots` exist), else to the
+        least busy one, to start when its current rule is done."""
+        w = next((w for w in self.workers if not w.queue), None)
+        if w is None:
+            if len(self.workers) < self.slots:
+                w = self._spawn()
+            else:
+                w = min(self.workers, key=lambda w: len(w.queue))
+                if len(w.queue) >= DEPTH:
+                    raise RuntimeError("no free worker")
+        w.queue.append(rule.index)
         self._running += 1
         try:
-            _write_all(idle.job_w, _HEADER.pack(rule.index))
+            _write_all(w.job_w, _HEADER.pack(rule.index))
         except BrokenPipeError:
             pass  # it died already: its death is reported by wait()
 
@@ -363,7 +412,7 @@ class ForkExecutor:
             # A worker whose action forked keeps its result pipe open through the grandchild
             # even after it died: look for dead busy workers by pid as well.
             for w in list(self.workers):
-                if w.index >= 0:
+                if w.queue:
                     pid, status = os.waitpid(w.pid, os.WNOHANG)
                     if pid == w.pid:
                         results.extend(self._died(w, status))
@@ -382,9 +431,9 @@ class ForkExecutor:
                 if len(w.buf) < 4 + n:
                     break
                 payload, w.buf = w.buf[4 : 4 + n], w.buf[4 + n :]
-                w.index = -1
+                w.queue.popleft()
                 self._running -= 1
-                results.append(Result._make(marshal.loads(payload)))
+                results.append(Result(*marshal.loads(payload)))
         return results
 
     def _died(self, w: _Worker, status: int | None = None) -> list[Result]:
@@ -401,19 +450,24 @@ class ForkExecutor:
         self.workers.remove(w)
         if status is None:
             status = os.waitpid(w.pid, 0)[1]
-        if w.index < 0:
+        if not w.queue:
             return []
-        self._running -= 1
+        self._running -= len(w.queue)
+        if self.stop_on_failure:
+            self.stop[0] = 1
         if os.WIFSIGNALED(status):
             how = f"killed by {_signame(os.WTERMSIG(status))}"
         else:
             how = f"exited with status {os.waitstatus_to_exitcode(status)} (os._exit?)"
-        return [Result(w.index, False, None, "", f"the worker running this rule died: {how}")]
+        running, *waiting = w.queue
+        return [Result(running, False, None, "", f"the worker running this rule died: {how}")] + [
+            Result(i, False, None, "", NOT_STARTED) for i in waiting
+        ]
 
     def shutdown(self, kill: bool) -> None:
         """Stop every worker: idle ones by closing their pipe, busy ones (when `kill`) by SIGKILL."""
         for w in self.workers:
-            if kill and w.index >= 0:
+            if kill and w.queue:
                 try:
                     os.killpg(w.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
@@ -432,3 +486,4 @@ class ForkExecutor:
         self.workers = []
         self._running = 0
         self.selector.close()
+        self.stop.close()
