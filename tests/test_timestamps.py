@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
+
+from buildpipe import filesystem
 
 CHAIN = """
 rule("out/a.txt", ["src/a.txt"], upper)
@@ -415,3 +418,54 @@ def test_given_a_source_changed_and_changed_back_while_its_rule_runs_then_the_ru
     assert project.read("out/a.txt") == "read:one", f"a clean build gives read:one\n{r}"
     assert project.read("out/b.txt") == "read:one"
     assert project.build().ran == []
+
+
+# -- stat calls shared with a helper process -------------------------------------------------------
+
+
+def _odd_tree(root: Path, n: int) -> list[str]:
+    """n files, a directory, a FIFO, a symlink to a file, a dangling one, and missing paths."""
+    (root / "d").mkdir()
+    for i in range(n):
+        (root / "d" / f"f{i}").write_text("x" * (i % 7))
+    os.mkfifo(root / "fifo")
+    (root / "link").symlink_to(root / "d" / "f1")
+    (root / "dangling").symlink_to(root / "nowhere")
+    names = [f"d/f{i}" for i in range(n)] + ["d", "fifo", "link", "dangling", "missing", "d/f1/x"]
+    return [str(root / p) for p in names]
+
+
+def test_given_many_paths_then_stats_shared_with_a_helper_process_equal_stats_taken_one_by_one(
+    tmp_path,
+):
+    paths = _odd_tree(tmp_path, filesystem.PARALLEL_STATS + 10)
+    got = filesystem.RealFileSystem.packed_stats(paths)
+    want = [None if (st := filesystem.stat_path(p)) is None or st[0] < 0 else filesystem.pack_stat(*st)
+            for p in paths]
+    assert got == want
+    assert got[-6:] == [None, None, want[-4], None, None, None]  # dir, FIFO, link, dangling, missing
+    assert want[-4] == want[1]  # a symlink is followed
+
+
+def test_given_the_stat_helper_cannot_run_or_dies_then_the_stats_are_taken_all_the_same(
+    tmp_path, monkeypatch
+):
+    paths = _odd_tree(tmp_path, filesystem.PARALLEL_STATS + 10)
+    want = filesystem._packed_stats(paths)
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fork", no_fork)
+        assert filesystem.RealFileSystem.packed_stats(paths) == want
+    parent = os.getpid()
+    real = filesystem._packed_stats
+
+    def dies_in_the_helper(ps: list[str]) -> list[bytes | None]:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(ps)
+
+    monkeypatch.setattr(filesystem, "_packed_stats", dies_in_the_helper)
+    assert filesystem.RealFileSystem.packed_stats(paths) == want
