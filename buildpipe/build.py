@@ -248,7 +248,7 @@ class Build:
 
         stored_rule = store.rules.get
         action_fp = fp.action
-        action_fps: dict[object, bytes] = {}
+        action_fps: dict[int, bytes] = {}  # by id: an action need not be hashable
 
         def evaluate(i: int) -> None:
             r = rules[i]
@@ -257,9 +257,9 @@ class Build:
             ins = (memo_get(paths[0]) or digest(paths[0])) if len(paths) == 1 else digests(paths)
             paths = r.outputs
             outs = (memo_get(paths[0]) or digest(paths[0])) if len(paths) == 1 else digests(paths)
-            afp = action_fps.get(r.action)
+            afp = action_fps.get(id(r.action))
             if afp is None:
-                afp = action_fps[r.action] = action_fp(r.action)
+                afp = action_fps[id(r.action)] = action_fp(r.action)
             pfp = b"" if r.params is None else params_fingerprint(r.params)
             if (
                 raw is not None
@@ -411,7 +411,7 @@ class Build:
                 self.reporter.finished(r, res, seconds, done)
 
         def start_runnable() -> None:
-            while runnable and not stopping:
+            while runnable and not stopping and not self.signal:
                 if executor is not None and executor.running() >= executor.capacity:
                     break
                 if rng is not None:  # --shuffle: any ready rule may go next

@@ -15,7 +15,8 @@ def clean(
 
     Returns (deleted paths, refused paths). A path is refused when, with symlinks resolved, it lies
     outside the project, is a source (an input no rule produces, or an invariant), or is one of
-    `protected` (the Pipefile, the state directory) or inside it.
+    `protected` (the Pipefile, the state directory and its files) or inside it (but for the project
+    directory itself, which a state directory of "." is).
     """
     root = os.path.realpath(g.root)
     sources = {os.path.realpath(os.path.join(g.root, p)) for p in g.invariants}
@@ -35,7 +36,7 @@ def clean(
             if (
                 not real.startswith(root + os.sep)
                 or real in sources
-                or any(real == p or real.startswith(p + os.sep) for p in guarded)
+                or any(real == p or (p != root and real.startswith(p + os.sep)) for p in guarded)
             ):
                 if os.path.lexists(full):
                     refused.append(o)

@@ -7,6 +7,7 @@ signal N (130 for Ctrl-C, 143 for SIGTERM).
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import os
 import sys
@@ -105,15 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     # again and again (a third of a no-op at 100,000 rules). Workers and `pipe watch` turn it back
     # on for what runs long (see executor and watch).
     gc.disable()
-    if argv is not None:
-        return _main(argv)
+    if argv is not None:  # called from Python: leave the caller's process as it was
+        try:
+            return _main(argv)
+        finally:
+            gc.enable()
     code = _main(sys.argv[1:])
     # Everything is written and closed: skip freeing the graph object by object (0.2 s at 100,000
-    # rules), as a C program would.
+    # rules), as a C program would. What the Pipefile registered with atexit still runs.
     try:
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
-    except Exception:
+    except BaseException:
         return code  # let the interpreter report it as usual
     os._exit(code)
 
@@ -175,7 +180,11 @@ class Project:
         from .pipefile import load
 
         self.graph = Graph(load(path))
-        self.graph.check_reserved({path: "the Pipefile", self.state_dir: "in the state directory"})
+        from .store import state_files
+
+        reserved = {path: "the Pipefile", self.state_dir: "in the state directory"}
+        reserved.update((f, "a state file") for f in state_files(self.state_dir))
+        self.graph.check_reserved(reserved)
         if "default" in self.settings:
             for target in self.settings["default"]:
                 if self.graph.lookup(target) is None:
@@ -364,7 +373,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     store, lock = _open_state(project, waiting, lock=True)
     try:
-        deleted, refused = clean(g, store, wanted, [project.pipefile, project.state_dir])
+        from .store import state_files
+
+        protected = [project.pipefile, project.state_dir, *state_files(project.state_dir)]
+        deleted, refused = clean(g, store, wanted, protected)
     finally:
         store.close()
         lock.release()

@@ -288,6 +288,9 @@ def _worker_main(
             except BrokenPipeError:
                 os._exit(1)
             continue
+        if os.lseek(cfd, 0, os.SEEK_END):  # left by a background process of an earlier rule
+            os.ftruncate(cfd, 0)
+            os.lseek(cfd, 0, os.SEEK_SET)
         rule = rules[index]
         t0 = time.perf_counter()
         ok, states, error = run_rule(rule)
@@ -298,13 +301,11 @@ def _worker_main(
         inputs = packed_stats(rule.inputs) if ok else None
         log = ""
         size = os.lseek(cfd, 0, os.SEEK_END)
-        if size:  # what the action printed; the capture file starts empty for the next rule
+        if size:  # what the action printed
             start = max(0, size - LOG_LIMIT)
             log = os.pread(cfd, size - start, start).decode("utf-8", "replace")
             if start:
                 log = f"[... {start} bytes cut ...]\n" + log
-            os.ftruncate(cfd, 0)
-            os.lseek(cfd, 0, os.SEEK_SET)
         payload = marshal.dumps((index, ok, states, log, error, inputs, seconds))
         try:
             _write_all(result_fd, _HEADER.pack(len(payload)) + payload)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import signal
 import stat as _stat
 import struct
 import time
@@ -31,7 +32,16 @@ _buffer = bytearray(CHUNK)  # one reusable read buffer: hashing allocates nothin
 # A file record: the packed stat (32 bytes), the digest (16), then 1 if the stat vouches for the
 # digest, 0 if it was racy when recorded (the file must be hashed again to be known).
 STAT_RECORD = struct.Struct("<qqqQ")
-pack_stat = STAT_RECORD.pack
+_pack = STAT_RECORD.pack
+
+
+def pack_stat(size: int, mtime_ns: int, ctime_ns: int, ino: int) -> bytes:
+    """A file's state in 32 bytes. A timestamp beyond 64-bit nanoseconds (after 2262, before 1677)
+    is kept as a digest of the numbers instead: equal states still pack equal."""
+    try:
+        return _pack(size, mtime_ns, ctime_ns, ino)
+    except struct.error:
+        return xxhash.xxh3_128_digest(repr((size, mtime_ns, ctime_ns, ino)).encode()) * 2
 STAT_END, DIGEST_END = 32, 48
 TRUSTED = 48  # index of the flag
 
@@ -42,6 +52,8 @@ def file_record(st: Stat, digest: bytes, recorded_ns: int) -> bytes:
 
 
 def record_mtime(record: bytes) -> int:
+    """The mtime in a file record (meaningless for the rare digest-packed state: used only to
+    decide when to re-read a racy record, which `file_record` then judges from the real stat)."""
     return STAT_RECORD.unpack_from(record)[1]
 
 
@@ -101,14 +113,20 @@ PARALLEL_STATS = 4000  # paths from which a second process shares the stat calls
 
 def _packed_stats(paths: list[str]) -> list[bytes | None]:
     out: list[bytes | None] = []
-    append, stat, pack = out.append, os.stat, pack_stat
+    append, stat, pack, regular = out.append, os.stat, _pack, _stat.S_ISREG
     for p in paths:
         try:
             s = stat(p)
         except OSError:
             append(None)
             continue
-        append(pack(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) if _stat.S_ISREG(s.st_mode) else None)
+        if not regular(s.st_mode):
+            append(None)
+            continue
+        try:
+            append(pack(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino))
+        except struct.error:
+            append(pack_stat(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino))
     return out
 
 
@@ -123,12 +141,20 @@ class _StatHelper:
             self.r, w = os.pipe()
         except OSError:
             return
+        self.expected = len(paths)
+        # The helper must never run the build's Ctrl-C handling (closing the store, the lock): it
+        # starts with those signals blocked and ends with os._exit.
+        quiet = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, quiet)
         try:
             self.pid = os.fork()
         except OSError:
             os.close(self.r)
             os.close(w)
             return
+        finally:
+            if self.pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if self.pid == 0:  # the helper: stat, send, vanish (no atexit, no buffers flushed)
             code = 1
             try:
@@ -151,13 +177,17 @@ class _StatHelper:
                 chunks.append(chunk)
         finally:
             os.close(self.r)
-            _, status = os.waitpid(self.pid, 0)
+            try:
+                status = os.waitpid(self.pid, 0)[1]
+            except ChildProcessError:  # SIGCHLD ignored: reaped already; the data tells
+                status = 0
         if status != 0:
             return None
         try:
-            return marshal.loads(b"".join(chunks))
+            stats = marshal.loads(b"".join(chunks))
         except (EOFError, ValueError, TypeError):
             return None
+        return stats if type(stats) is list and len(stats) == self.expected else None
 
 
 class RealFileSystem:

@@ -16,6 +16,11 @@ def describe(r: Rule) -> str:
     return f"{shown(r.outputs[0])} ({format_where(r.where)})"
 
 
+def _inside(path: str, directory: str, root: str) -> bool:
+    """Whether `path` lies in reserved `directory` (never the project `root` as a whole)."""
+    return directory != root and path.startswith(directory + os.sep)
+
+
 class Graph:
     """Rules indexed 0..n-1 in declaration order, with producer edges.
 
@@ -174,6 +179,8 @@ class Graph:
         exact: dict[str, str] = {}  # the reserved paths inside the project, relative like outputs
         for path, what in reserved.items():
             rel = os.path.relpath(path, root)
+            if rel == ".":
+                continue  # the project itself (a state-dir of "."): its files are named one by one
             if not (rel == ".." or rel.startswith(".." + os.sep)):
                 exact[rel] = what
         prefixes = tuple(rel + os.sep for rel in exact)
@@ -181,9 +188,7 @@ class Graph:
             for o in r.outputs:
                 if o.startswith(("/", "..")):  # declared with allow_outside: compare in full
                     full = os.path.normpath(os.path.join(root, o))
-                    hit = next(
-                        (w for p, w in reserved.items() if full == p or full.startswith(p + os.sep)), None
-                    )
+                    hit = next((w for p, w in reserved.items() if full == p or _inside(full, p, root)), None)
                 elif o in exact or o.startswith(prefixes):
                     hit = exact.get(o) or next(w for p, w in exact.items() if o.startswith(p + os.sep))
                 else:

@@ -79,6 +79,12 @@ def paths_key(paths: tuple[str, ...]) -> bytes:
     return xxhash.xxh3_128_digest("\0".join(paths).encode("utf-8", "surrogateescape"))
 
 
+def state_files(state_dir: str) -> list[str]:
+    """The files buildpipe keeps in `state_dir`: no rule may write them."""
+    db = os.path.join(state_dir, DB_NAME)
+    return [db, db + "-wal", db + "-shm", db + "-journal", os.path.join(state_dir, LOCK_NAME)]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -236,8 +242,12 @@ class Store:
                 self.db = sqlite3.connect(":memory:", isolation_level=None)
                 return self._init_schema()
             db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM snapshot")
-            db.execute("DELETE FROM journal")
+            for name in tables - {"meta"}:  # whatever that schema had
+                if name.startswith("sqlite_"):
+                    continue
+                db.execute(f'DROP TABLE "{name}"')
+            db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
+            db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
             db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA),))
             db.execute("COMMIT")
             return

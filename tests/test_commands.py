@@ -241,3 +241,15 @@ def test_given_watch_when_the_pipefile_breaks_then_it_says_so_and_recovers(chain
     assert proc.returncode == 0
     assert "SyntaxError" in out
     assert_no_internal_traceback(out, chain.root)
+
+
+def test_given_the_state_kept_in_the_project_directory_then_rules_build_and_clean_but_spare_it(chain):
+    chain.write("pipe.toml", 'state-dir = "."\n')
+    assert sorted(chain.build().ran) == ["out/a.txt", "out/b.txt", "out/side.txt"]
+    assert chain.exists("state.db") and chain.exists("lock")
+    assert chain.build().ran == []
+    chain.run("clean")
+    assert not chain.exists("out/a.txt") and chain.exists("state.db") and chain.exists("src/a.txt")
+    chain.write("Pipefile.py", chain.read("Pipefile.py") + '\nrule("state.db", ["src/a.txt"], cat)\n')
+    r = chain.run("build", rc=2)
+    assert "output state.db is a state file" in r.err

@@ -292,3 +292,26 @@ def test_given_an_action_then_it_runs_with_the_garbage_collector_on(project):
     )
     project.build()
     assert project.read("out/gc.txt") == "True"
+
+
+def test_given_an_unhashable_callable_object_as_action_then_it_builds_and_is_fingerprinted(project):
+    project.pipefile(
+        """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Suffix:  # __eq__ without __hash__: not hashable
+            text: str
+
+            def __call__(self, output, inputs):
+                log(output)
+                output.write_text(inputs[0].read_text() + self.text)
+
+        rule("out/a.txt", ["src/a.txt"], Suffix("!"))
+        """
+    )
+    project.write("src/a.txt", "a")
+    assert project.build().ran == ["out/a.txt"]
+    assert project.read("out/a.txt") == "a!"
+    assert project.build().ran == []
+    assert project.run("status").rc == 0

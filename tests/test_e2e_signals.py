@@ -121,6 +121,27 @@ def test_given_rules_running_in_parallel_when_interrupted_then_finished_ones_are
     assert project.build().ran == ["out/stuck.txt"]
 
 
+def test_given_a_rule_finishing_just_after_ctrl_c_then_no_other_rule_starts(project):
+    project.pipefile(
+        """
+        def first(output, inputs):
+            log(output)
+            gate("first")
+            output.write_text("first")
+
+        rule("out/first.txt", [], first)
+        for i in range(5):
+            rule(f"out/next{i}.txt", [], cat)
+        """
+    )
+    build = project.spawn("build", "-j1")
+    project.wait_started("first", build)
+    build.signal(signal.SIGINT)  # pipe only: its worker finishes the rule it runs
+    project.open_gate("first")
+    assert build.wait(timeout=20).rc == 130
+    assert project.take_log() == ["out/first.txt"]  # a freed worker is not handed the next rule
+
+
 # -- SIGKILL of pipe ---------------------------------------------------------------------------------
 
 KILLED = """

@@ -635,3 +635,23 @@ def test_given_quick_successive_same_size_edits_when_each_is_built_then_every_ed
         built.build()
         assert built.read("out/ab.txt") == text.upper() + "WORLD\n"
         time.sleep(0.001)
+
+
+def test_given_state_of_the_first_schema_when_built_then_it_is_replaced_and_every_rule_runs(project):
+    """Schema 1 had other tables: they go, whatever they were."""
+    project.pipefile('rule("out/a.txt", ["src/a.txt"], upper)\n')
+    project.write("src/a.txt", "a\n")
+    project.path(".buildpipe").mkdir()
+    con = sqlite3.connect(project.path(".buildpipe/state.db"))
+    with con:
+        con.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+        con.execute("INSERT INTO meta VALUES ('schema', '1')")
+        con.execute("CREATE TABLE files(path TEXT PRIMARY KEY, data BLOB)")
+        con.execute("CREATE TABLE rules(id INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB)")
+        con.execute("INSERT INTO rules(data) VALUES (x'00')")
+    con.close()
+    status = project.run("status", rc=1)
+    assert "older buildpipe (schema 1)" in status.err
+    r = project.build()
+    assert "older buildpipe (schema 1)" in r.err and r.ran == ["out/a.txt"]
+    assert project.build().ran == []

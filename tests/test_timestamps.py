@@ -469,3 +469,32 @@ def test_given_the_stat_helper_cannot_run_or_dies_then_the_stats_are_taken_all_t
 
     monkeypatch.setattr(filesystem, "_packed_stats", dies_in_the_helper)
     assert filesystem.RealFileSystem.packed_stats(paths) == want
+
+
+def test_given_the_child_signal_ignored_then_stats_shared_with_a_helper_are_still_right(tmp_path):
+    """With SIGCHLD ignored (inherited from a parent) children are reaped by the kernel at once."""
+    paths = _odd_tree(tmp_path, filesystem.PARALLEL_STATS + 10)
+    want = filesystem._packed_stats(paths)
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        assert filesystem.RealFileSystem.packed_stats(paths) == want
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+@pytest.mark.parametrize("year_ns", [10_413_792_000_000_000_000])
+def test_given_a_source_stamped_beyond_64_bit_nanoseconds_then_it_builds_and_stays_up_to_date(
+    project, year_ns
+):
+    """Archives and odd filesystems carry such stamps (here the year 2300)."""
+    project.pipefile('rule("out/a.txt", ["src/a.txt"], upper)\n')
+    project.write("src/a.txt", "a\n")
+    os.utime(project.path("src/a.txt"), ns=(year_ns, year_ns))
+    if os.stat(project.path("src/a.txt")).st_mtime_ns != year_ns:
+        pytest.skip("this filesystem cannot store that timestamp")
+    assert project.build().ran == ["out/a.txt"]
+    assert project.build().ran == []
+    project.write("src/a.txt", "b\n")
+    os.utime(project.path("src/a.txt"), ns=(year_ns, year_ns))
+    assert project.build().ran == ["out/a.txt"]
+    assert project.read("out/a.txt") == "B\n"
