@@ -355,16 +355,12 @@ class Build:
             r = rules[i]
             running.pop(i, None)
             seconds = time.perf_counter() - started_at.pop(i, time.perf_counter())
-            if res.error == NOT_STARTED:  # handed back unrun: the build stops, or its worker died
-                if stopping or (executor is not None and executor.stopping):
-                    state[i] = BLOCKED
-                    summary.blocked += 1
-                    block(i)
-                else:
-                    state[i] = QUEUED
-                    runnable.appendleft(i)
+            why.pop(i, None)
+            if res.error == NOT_STARTED:  # handed back unrun: another rule failed, the build stops
+                state[i] = BLOCKED
+                summary.blocked += 1
+                block(i)
                 return
-            del why[i]
             if res.seconds is not None:
                 seconds = res.seconds
             if not res.ok:
@@ -412,7 +408,7 @@ class Build:
 
         def start_runnable() -> None:
             while runnable and not stopping and not self.signal:
-                if executor is not None and executor.running() >= executor.capacity:
+                if executor is not None and executor.running() >= executor.slots:
                     break
                 if rng is not None:  # --shuffle: any ready rule may go next
                     k = rng.randrange(len(runnable))

@@ -3,8 +3,9 @@
 Workers are forked from the build process after the Pipefile was loaded, so they already hold every
 rule; the parent sends a rule's index down the worker's job pipe and reads back one result record:
 the outputs' stat and digest (hashed in the worker, in parallel), the captured stdout/stderr and the
-error, if any. A worker is given up to DEPTH rules at once; once the build is stopping (a failure
-without -k), a worker hands a rule it has not started back (NOT_STARTED) instead of running it.
+error, if any. Once a rule has failed without -k, a worker hands back a rule it was sent but has not
+started (NOT_STARTED) instead of running it: the failure may not have reached the parent yet.
+A worker holds one rule at a time: a rule queued behind a long one could not move to an idle worker.
 A worker that dies (signal, `os._exit`, out of memory) fails only the rule it was running and is
 replaced. Workers sit in their own process group and die with the parent (PR_SET_PDEATHSIG), so an
 interrupted or killed build leaves no action running.
@@ -22,17 +23,13 @@ import signal
 import struct
 import sys
 import time
-from collections import deque, namedtuple
+from collections import namedtuple
 from collections.abc import Sequence
 
 from .filesystem import RealFileSystem, digest_path, file_record, stat_path
 from .rules import Rule, ShAction, shown
 
 LOG_LIMIT = 256 * 1024  # captured output kept per rule (the tail)
-# Rules given to a worker at once. More would save the worker a wait for the parent between rules,
-# but a rule waiting behind a long one in a worker's pipe cannot move to an idle worker: a chain of
-# short rules could wait a long rule out while other workers idle. So: one.
-DEPTH = 1
 NOT_STARTED = "not started: the build is stopping"  # the error of a rule handed back unrun
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _HEADER = struct.Struct("<I")
@@ -50,12 +47,9 @@ if TYPE_CHECKING:
 
     class Executor(Protocol):
         slots: int
-        capacity: int  # rules it takes at once (started or waiting for a worker)
 
         def start(self, rule: Rule) -> None: ...
         def running(self) -> int: ...
-        @property
-        def stopping(self) -> bool: ...
         def wait(self, timeout: float | None) -> list[Result]: ...
         def shutdown(self, kill: bool) -> None: ...
 
@@ -314,22 +308,21 @@ def _worker_main(
 
 
 class _Worker:
-    __slots__ = ("pid", "job_w", "result_r", "buf", "queue")
+    __slots__ = ("pid", "job_w", "result_r", "buf", "index")
 
     def __init__(self, pid: int, job_w: int, result_r: int) -> None:
         self.pid = pid
         self.job_w = job_w
         self.result_r = result_r
         self.buf = b""
-        self.queue: deque[int] = deque()  # rules sent, in order; the first is the one running
+        self.index = -1  # the rule it was sent, -1 when idle
 
 
 class ForkExecutor:
-    """Up to `slots` rules running at once, each in a pre-forked worker process, and as many again
-    waiting in the workers' pipes (DEPTH).
+    """Up to `slots` rules at once, each in a pre-forked worker process.
 
     With `stop_on_failure` (no -k), the first failure stops every worker from starting another rule:
-    the waiting ones come back as NOT_STARTED."""
+    one sent meanwhile comes back as NOT_STARTED."""
 
     def __init__(
         self,
@@ -342,7 +335,6 @@ class ForkExecutor:
 
         self.rules = rules
         self.slots = max(1, slots)
-        self.capacity = self.slots * DEPTH
         self.close_fds = list(close_fds)
         self.stop_on_failure = stop_on_failure
         self.stop = mmap.mmap(-1, 1)  # shared with the workers: 1 once the build is stopping
@@ -382,23 +374,14 @@ class ForkExecutor:
     def running(self) -> int:
         return self._running
 
-    @property
-    def stopping(self) -> bool:
-        """A failure stopped the workers from starting rules (only with `stop_on_failure`)."""
-        return bool(self.stop[0])
-
     def start(self, rule: Rule) -> None:
-        """Give `rule` to an idle worker (forking one if fewer than `slots` exist), else to the
-        least busy one, to start when its current rule is done."""
-        w = next((w for w in self.workers if not w.queue), None)
+        """Give `rule` to an idle worker, forking one if fewer than `slots` exist."""
+        w = next((w for w in self.workers if w.index < 0), None)
         if w is None:
-            if len(self.workers) < self.slots:
-                w = self._spawn()
-            else:
-                w = min(self.workers, key=lambda w: len(w.queue))
-                if len(w.queue) >= DEPTH:
-                    raise RuntimeError("no free worker")
-        w.queue.append(rule.index)
+            if len(self.workers) >= self.slots:
+                raise RuntimeError("no free worker")
+            w = self._spawn()
+        w.index = rule.index
         self._running += 1
         try:
             _write_all(w.job_w, _HEADER.pack(rule.index))
@@ -413,7 +396,7 @@ class ForkExecutor:
             # A worker whose action forked keeps its result pipe open through the grandchild
             # even after it died: look for dead busy workers by pid as well.
             for w in list(self.workers):
-                if w.queue:
+                if w.index >= 0:
                     pid, status = os.waitpid(w.pid, os.WNOHANG)
                     if pid == w.pid:
                         results.extend(self._died(w, status))
@@ -432,7 +415,7 @@ class ForkExecutor:
                 if len(w.buf) < 4 + n:
                     break
                 payload, w.buf = w.buf[4 : 4 + n], w.buf[4 + n :]
-                w.queue.popleft()
+                w.index = -1
                 self._running -= 1
                 results.append(Result(*marshal.loads(payload)))
         return results
@@ -451,24 +434,21 @@ class ForkExecutor:
         self.workers.remove(w)
         if status is None:
             status = os.waitpid(w.pid, 0)[1]
-        if not w.queue:
+        if w.index < 0:
             return []
-        self._running -= len(w.queue)
+        self._running -= 1
         if self.stop_on_failure:
             self.stop[0] = 1
         if os.WIFSIGNALED(status):
             how = f"killed by {_signame(os.WTERMSIG(status))}"
         else:
             how = f"exited with status {os.waitstatus_to_exitcode(status)} (os._exit?)"
-        running, *waiting = w.queue
-        return [Result(running, False, None, "", f"the worker running this rule died: {how}")] + [
-            Result(i, False, None, "", NOT_STARTED) for i in waiting
-        ]
+        return [Result(w.index, False, None, "", f"the worker running this rule died: {how}")]
 
     def shutdown(self, kill: bool) -> None:
         """Stop every worker: idle ones by closing their pipe, busy ones (when `kill`) by SIGKILL."""
         for w in self.workers:
-            if kill and w.queue:
+            if kill and w.index >= 0:
                 try:
                     os.killpg(w.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):

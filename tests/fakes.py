@@ -279,8 +279,6 @@ class FakeExecutor:
         self.rules = rules
         self.fs = fs
         self.slots = slots
-        self.capacity = slots
-        self.stopping = False
         self.fail = set(fail)
         self.order = order
         self.per_rule_ns = per_rule_ns
