@@ -25,6 +25,7 @@ from .executor import NOT_STARTED, Result
 from .filesystem import STAT_END, TRUSTED, file_record, is_racy, record_mtime
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
+from .proof import RECORD, Changes, Check, Proof, declarations
 from .rebuilder import CHANGED, MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
 from .rules import Rule, shown
 from .store import DIGEST_SIZE, Store, pack_rule, paths_key, unpack_rule
@@ -68,6 +69,7 @@ class BuildSummary:
         self.interrupted = 0  # the signal number that stopped the build
         self.would_run: list[tuple[int, list[Reason]]] = []
         self.seconds = 0.0
+        self.proven: tuple[int, int] | None = None  # from a proof: (files checked, files changed)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +108,7 @@ class Build:
         reporter: Reporter,
         options: BuildOptions,
         fingerprinter: Fingerprinter | None = None,
+        proof: tuple[str, Check | None] | None = None,
     ) -> None:
         self.graph = graph
         self.rules = graph.rules
@@ -117,6 +120,18 @@ class Build:
         self.fp = fingerprinter or Fingerprinter()
         self.states = FileStates(fs, store)
         self.signal = 0
+        # The request's proof key and the check of its stored proof (see `proof`): None for a build
+        # that neither uses nor writes proofs (dry runs, status, watch).
+        self.proof_key: str | None = proof[0] if proof is not None else None
+        self.proof_check: Check | None = proof[1] if proof is not None else None
+        self._action_fps: dict[int, bytes] = {}  # by id: an action need not be hashable
+
+    def _action_fp(self, action: object) -> bytes:
+        """An action's fingerprint, computed once per action per build."""
+        fp = self._action_fps.get(id(action))
+        if fp is None:
+            fp = self._action_fps[id(action)] = self.fp.action(action)
+        return fp
 
     # -- planning ---------------------------------------------------------------------------------
 
@@ -145,16 +160,105 @@ class Build:
                     sources[p] = r
         # One tight loop of stat calls first: most of a no-op is this.
         self.states.prefetch(outputs + list(sources))
-        digest = self.states.digest
         for p, r in sources.items():
-            d = digest(p)
-            if d == MISSING:
-                raise MissingSourceError(p, r, "does not exist")
-            if d == UNREADABLE:
-                why = self.states.errors.get(p, "")
-                if why.startswith("is "):
-                    raise MissingSourceError(p, r, f"{why}; an input must be a file")
-                raise MissingSourceError(p, r, f"cannot be read ({why})")
+            self._refuse_missing(p, r)
+
+    def _refuse_missing(self, path: str, rule: Rule) -> None:
+        d = self.states.digest(path)
+        if d == MISSING:
+            raise MissingSourceError(path, rule, "does not exist")
+        if d == UNREADABLE:
+            why = self.states.errors.get(path, "")
+            if why.startswith("is "):
+                raise MissingSourceError(path, rule, f"{why}; an input must be a file")
+            raise MissingSourceError(path, rule, f"cannot be read ({why})")
+
+    # -- the proof (see `proof`) -----------------------------------------------------------------
+
+    def _use_proof(self, graph_fp: bytes) -> tuple[Proof, Changes] | None:
+        """The stored proof and what changed since, if it holds for this build."""
+        check = self.proof_check
+        if check is None:
+            return None
+        self.proof_check = None
+        changes = check.result()
+        proof = check.proof
+        if (
+            changes is None
+            or proof.graph != graph_fp
+            or self.opts.force_all
+            or self.opts.force
+            or self.store.proof_token(self.proof_key or "") != proof.token
+        ):
+            return None
+        return proof, changes
+
+    def _start_from_proof(self, wanted: list[int], proof: Proof, changes: Changes) -> bytearray:
+        """Know every file by its proven digest, except the changed ones, read afresh; return the
+        rules to decide: those that read or write a changed file."""
+        store, memo = self.store, self.states.memo
+        records = proof.records
+        digests = [records[at + STAT_END : at + TRUSTED] for at in range(0, len(records), RECORD)]
+        memo.update(zip(proof.paths, digests))
+        for p, rec in changes.touched.items():
+            store.put_file(p, rec)
+        for p, new in changes.changed.items():
+            memo.pop(p, None)
+            if new is not None:
+                store.put_file(p, new)  # as the helper read it: digest() trusts it if not racy
+        rules, producer, changed = self.rules, self.graph.producer, set(changes.changed)
+        dirty = bytearray(len(rules))
+        for i in wanted:
+            r = rules[i]
+            if not changed.isdisjoint(r.inputs) or not changed.isdisjoint(r.outputs):
+                dirty[i] = 1
+                for p in changed.intersection(r.inputs):
+                    if p not in producer:
+                        self._refuse_missing(p, r)
+        return dirty
+
+    def _proof_paths(self, wanted: list[int]) -> list[str]:
+        rules = self.rules
+        return list(dict.fromkeys([p for i in wanted for p in (*rules[i].outputs, *rules[i].inputs)]))
+
+    def _write_proof(self, graph_fp: bytes, wanted: list[int], ran: list[int], proof: Proof | None) -> None:
+        """Every wanted rule is up to date: record what that rests on, if each rule that ran now has
+        the very record it would get (an input that changed while it ran, say, leaves no proof)."""
+        memo, store, rules = self.states.memo, self.store, self.rules
+        for i in ran:
+            r = rules[i]
+            ins = b"".join([memo.get(p, MISSING) for p in r.inputs])
+            outs = b"".join([memo.get(p, MISSING) for p in r.outputs])
+            now = pack_rule(paths_key(r.inputs), ins, self._action_fp(r.action),
+                            params_fingerprint(r.params), paths_key(r.outputs), outs)
+            if store.rules.get(r.outputs[0]) != now:
+                return
+        paths = proof.paths if proof is not None else self._proof_paths(wanted)
+        records = []
+        files_get = store.files.get
+        unproven = (MISSING, UNREADABLE, UNKNOWN, CHANGED)
+        for k, p in enumerate(paths):
+            d = memo.get(p)
+            if d is None or d in unproven:
+                return
+            rec = files_get(p)
+            if rec is None or rec[STAT_END:TRUSTED] != d:
+                if proof is not None and proof.digest(k) == d:
+                    rec = proof.records[k * RECORD : (k + 1) * RECORD]
+                else:  # no stat vouches for it: the next build hashes it
+                    rec = bytes(STAT_END) + d + b"\0"
+            records.append(rec)
+        store.write_proof(self.proof_key or "", Proof.pack(graph_fp, paths, records))
+
+    def _refresh_proof(self, proof: Proof, changes: Changes) -> None:
+        """Nothing changed but some stats: keep the proof, with the files' new records."""
+        records = bytearray(proof.records)
+        paths = proof.paths
+        index = {p: k for k, p in enumerate(paths)} if len(changes.touched) > 8 else None
+        for p, rec in changes.touched.items():
+            k = index[p] if index is not None else paths.index(p)
+            records[k * RECORD : (k + 1) * RECORD] = rec
+        self.store.write_proof(self.proof_key or "", Proof.pack(proof.graph, paths, [bytes(records)]))
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -164,7 +268,32 @@ class Build:
         targets, named = self._targets()
         target_ids = {r.index for r in targets} if named else set()
         wanted = g.closure(targets)
-        self._check_sources(wanted)
+        any_temp = any(rules[i].temp for i in wanted)
+        summary = BuildSummary(wanted=len(wanted))
+        graph_fp = proof = None
+        dirty: bytearray | None = None  # with a proof: the rules to decide; the others are up to date
+        if self.proof_key is not None and not opts.dry_run and not any_temp:
+            graph_fp = declarations(g, self._action_fp, params_fingerprint)
+            proven = self._use_proof(graph_fp)
+            if proven is not None:
+                proof, changes = proven
+                summary.proven = (proof.count, len(changes.changed))
+                if not changes.changed:  # nothing to decide: every wanted rule is up to date
+                    if changes.touched:
+                        self._refresh_proof(proof, changes)
+                    self.reporter.begin(len(wanted))
+                    summary.up_to_date = len(wanted)
+                    summary.seconds = time.perf_counter() - t0
+                    self.reporter.end(summary)
+                    return summary
+                self.store.load()
+                dirty = self._start_from_proof(wanted, proof, changes)
+        if self.proof_check is not None:  # not used after all
+            self.proof_check.close()
+            self.proof_check = None
+        if dirty is None:
+            self.store.load()
+            self._check_sources(wanted)
         forced = {r.index for r in g.resolve(opts.force)} if opts.force else set()
 
         n = len(rules)
@@ -194,11 +323,9 @@ class Build:
         input_stats: dict[int, list[bytes | None]] = {}  # packed, as recorded when it started
         started_at: dict[int, float] = {}
         running: dict[int, Rule] = {}
-        summary = BuildSummary(wanted=len(wanted))
-        store, states, fp, fs = self.store, self.states, self.fp, self.fs
+        store, states, fs = self.store, self.states, self.fs
         dry = opts.dry_run
         force_all = opts.force_all
-        any_temp = any(rules[i].temp for i in wanted)
         done = 0
         stopping = False
         executor: Executor | None = None
@@ -247,19 +374,20 @@ class Build:
                 show_recorded(d)
 
         stored_rule = store.rules.get
-        action_fp = fp.action
-        action_fps: dict[int, bytes] = {}  # by id: an action need not be hashable
+        action_fp = self._action_fp
 
         def evaluate(i: int) -> None:
+            if dirty is not None and not dirty[i]:  # the proof holds for it
+                state[i] = UPTODATE
+                settle(i)
+                return
             r = rules[i]
             raw = stored_rule(r.outputs[0])
             paths = r.inputs
             ins = (memo_get(paths[0]) or digest(paths[0])) if len(paths) == 1 else digests(paths)
             paths = r.outputs
             outs = (memo_get(paths[0]) or digest(paths[0])) if len(paths) == 1 else digests(paths)
-            afp = action_fps.get(id(r.action))
-            if afp is None:
-                afp = action_fps[id(r.action)] = action_fp(r.action)
+            afp = action_fp(r.action)
             pfp = b"" if r.params is None else params_fingerprint(r.params)
             if (
                 raw is not None
@@ -396,6 +524,9 @@ class Build:
                     ),
                 )
             state[i] = BUILT
+            if dirty is not None:  # its consumers see its new outputs: decide them
+                for c in consumers[i] or ():
+                    dirty[c] = 1
             for c in mat_waiters.pop(i, ()):
                 if state[c] == QUEUED:
                     blockers[c] -= 1
@@ -462,6 +593,13 @@ class Build:
         summary.up_to_date = sum(1 for i in wanted if state[i] in (UPTODATE, DEFERRED) and i not in ran)
         summary.blocked += sum(1 for i in wanted if state[i] in (WAITING, QUEUED, RUNNING))
         summary.interrupted = self.signal
+        if (
+            graph_fp is not None
+            and summary.ok
+            and not summary.blocked
+            and summary.up_to_date + len(summary.ran) == len(wanted)
+        ):
+            self._write_proof(graph_fp, wanted, summary.ran, proof)
         summary.seconds = time.perf_counter() - t0
         self.reporter.end(summary)
         return summary

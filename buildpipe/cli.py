@@ -186,7 +186,7 @@ def _error(text: str) -> None:
 class Project:
     """The loaded Pipefile, its graph and settings, with the process in the Pipefile's directory."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, proof: bool = False) -> None:
         from .config import load_settings
 
         self.settings = load_settings(os.getcwd())
@@ -204,10 +204,56 @@ class Project:
         state_dir = self.settings.get("state-dir")
         self.state_dir = os.path.abspath(state_dir) if state_dir else os.path.join(self.root, ".buildpipe")
         os.chdir(self.root)
+        # A build may rest on the proof its last success left (see `proof`): its files are checked
+        # by forked helpers while the Pipefile runs.
+        # It is checked under the build's lock: no other build may change those files meanwhile.
+        self.proof_key: str | None = None
+        self.proof_check: Any = None
+        self.lock: Any = None
+        if proof:
+            from .proof import request_key
+
+            self.proof_key = request_key(path, args.targets)
+            if not (args.always_make or args.force):
+                self._start_proof_check()
+        try:
+            self._load(path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_proof_check(self) -> None:
+        from .store import DB_NAME, Lock
+
+        if not os.path.exists(os.path.join(self.state_dir, DB_NAME)):
+            return  # a first build: nothing to check
+        from .console import warn
+        from .proof import start, watch_writes
+
+        lock = Lock(self.state_dir)
+        try:
+            lock.acquire(lambda holder: warn(_waiting_text(holder, self.state_dir)))
+        except OSError:
+            return  # the build takes the lock later, and reports what is wrong
+        self.lock = lock
+        self.proof_check = start(self.state_dir, self.proof_key or "")
+        if self.proof_check is not None:
+            watch_writes(True)
+
+    def _load(self, path: str) -> None:
         from .graph import Graph
         from .pipefile import load
 
-        self.graph = Graph(load(path))
+        try:
+            registry = load(path)
+        finally:
+            if self.proof_check is not None:
+                from .proof import watch_writes
+
+                if watch_writes(False):  # the Pipefile wrote files or started processes
+                    self.proof_check.close()
+                    self.proof_check = None
+        self.graph = Graph(registry)
         from .store import state_files
 
         reserved = {path: "the Pipefile", self.state_dir: "in the state directory"}
@@ -221,6 +267,15 @@ class Project:
                         f"{target!r}{self.graph._suggest(target)}"
                     )
             self.graph.default = (list(self.settings["default"]), (path, 0))
+
+    def close(self) -> None:
+        """Stop checking the proof, if the build did not take the answer; release an early lock."""
+        if self.proof_check is not None:
+            self.proof_check.close()
+            self.proof_check = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def settings_file(self, key: str) -> str:
         """Which settings file a key came from (pipe.toml wins over pyproject.toml)."""
@@ -252,7 +307,7 @@ def _jobs(args: argparse.Namespace, settings: dict[str, Any]) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    summary = run_build(Project(args), args)
+    summary = run_build(Project(args, proof=not args.dry_run), args)
     if summary.interrupted:
         raise Interrupted(summary.interrupted)
     return EXIT_OK if summary.ok else EXIT_FAILED
@@ -272,9 +327,20 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
     graph = project.graph
 
     def waiting(holder: str) -> None:
-        warn(f"waiting for another pipe (pid {holder}) to finish with {project.state_dir} ...")
+        warn(_waiting_text(holder, project.state_dir))
 
-    store, lock = _open_state(project, waiting, lock=not dry_run)
+    proof = (project.proof_key, project.proof_check) if project.proof_key is not None else None
+    project.proof_check = None  # the build's now
+    try:
+        store, lock = _open_state(
+            project, waiting, lock=not dry_run, load=proof is None, held=project.lock
+        )
+    except BaseException:
+        if proof is not None and proof[1] is not None:
+            proof[1].close()
+        project.close()
+        raise
+    project.lock = None  # released with the store
     try:
         build = Build(
             graph,
@@ -292,22 +358,29 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
                 force=getattr(args, "force", []),
                 shuffle=_seed(getattr(args, "shuffle", None)),
             ),
+            proof=proof,
         )
         try:
             return build.run()
         except MissingSourceError as e:
             raise PipefileError(str(e), where=format_where(e.where))
     finally:
+        if proof is not None and proof[1] is not None:
+            proof[1].close()  # if the build stopped before taking the answer
         store.close()
         lock.release()
 
 
-def _open_state(project: Project, waiting: Any, lock: bool) -> Any:
+def _waiting_text(holder: str, state_dir: str) -> str:
+    return f"waiting for another pipe (pid {holder}) to finish with {state_dir} ..."
+
+
+def _open_state(project: Project, waiting: Any, lock: bool, load: bool = True, held: Any = None) -> Any:
     """The store and lock, saying once if the state had to be started afresh."""
     from .console import warn
     from .store import open_state
 
-    store, the_lock = open_state(project.state_dir, waiting, lock=lock)
+    store, the_lock = open_state(project.state_dir, waiting, lock=lock, load=load, held=held)
     if store.note:
         warn(store.note)
     return store, the_lock
@@ -397,7 +470,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     wanted = _wanted(project, args.targets) if args.targets else list(range(len(g.rules)))
 
     def waiting(holder: str) -> None:
-        warn(f"waiting for another pipe (pid {holder}) to finish with {project.state_dir} ...")
+        warn(_waiting_text(holder, project.state_dir))
 
     store, lock = _open_state(project, waiting, lock=True)
     try:

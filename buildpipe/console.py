@@ -108,6 +108,9 @@ class PlainReporter:
         for i, why in summary.would_run:
             self.line(f"would run {shown(self.rules[i].outputs[0])}: {', '.join(map(str, why))}")
         text = summary_text(summary, self.rules, self.dry_run)
+        if summary.proven is not None and self.verbosity > 0:
+            checked, changed = summary.proven
+            self.line(f"checked {plural(checked, 'file')} against the last build's proof: {changed} changed")
         if summary.failed or summary.interrupted:
             self.failure(text)
         elif self.verbosity >= 0:

@@ -1,10 +1,13 @@
 """The state database: one SQLite file under `.buildpipe/`, plus the lock that keeps builds apart.
 
-On-disk format (schema 3), a snapshot plus a journal, both marshal-encoded:
-  meta(key, value)          'schema' = 3
+On-disk format (schema 4), a snapshot plus a journal, both marshal-encoded:
+  meta(key, value)          'schema' = 4
   snapshot(chunk, data)     marshal((files, rules)): the whole state, split in chunks of entries
   journal(seq, data)        marshal((files, rules)) per committed batch: entries set (a value) or
                             dropped (None) since the snapshot, applied in seq order
+  proof(key, token, data)   per request (Pipefile and targets), what a build that ended with every
+                            wanted rule up to date rested on (see `proof`); any change to a rule
+                            record deletes every proof in the same transaction
 where
   files[path] = a packed file record (filesystem.file_record): the file's last stat, the xxh3-128
       digest of its bytes, and whether that stat vouches for the digest;
@@ -17,7 +20,8 @@ Loading is a few large reads; a build appends one journal row per batch of finis
 build that wrote enough folds the journal into a new snapshot on close. Each write is one SQLite
 transaction, so a kill at any moment loses at most the batch being written, and a rule's record is
 written only after it succeeded: a record present always describes real outputs. A database of an
-older schema is emptied (everything reruns once); a newer one is refused.
+older schema is emptied (everything reruns once; schema 3 only gains the proof table); a newer one
+is refused.
 Knows nothing of graphs or rules beyond those records.
 """
 
@@ -37,7 +41,7 @@ import xxhash
 
 from .errors import StoreError
 
-SCHEMA = 3
+SCHEMA = 4
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
 CHUNK_ENTRIES = 20_000  # entries per snapshot row: small blobs keep the peak memory of loading low
@@ -50,6 +54,7 @@ DIGEST_SIZE = 16
 RuleRecord = namedtuple("RuleRecord", "inputs_key input_digests action params outputs_key output_digests")
 NO_PARAMS = b"\0" * DIGEST_SIZE
 _HEAD = 4 * DIGEST_SIZE + 4  # four digests, then the number of outputs
+PROOF_TABLE = "CREATE TABLE proof(key TEXT PRIMARY KEY, token BLOB, data BLOB)"
 
 
 def pack_rule(
@@ -161,8 +166,9 @@ class Lock:
 class Store:
     """The whole state in memory, with pending changes appended to the journal in batches."""
 
-    def __init__(self, path: str, readonly: bool = False) -> None:
+    def __init__(self, path: str, readonly: bool = False, load: bool = True) -> None:
         self.path = path
+        self.loaded = False
         self.readonly = readonly  # without the lock: look, never write
         self.files: dict[str, bytes] = {}  # path -> packed file record
         self.rules: dict[str, bytes] = {}  # rule id -> packed rule record
@@ -180,15 +186,30 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
             self._init_schema()
+            if load:
+                self.load()
+        except sqlite3.DatabaseError as e:
+            raise self._unusable(e)
+
+    def _unusable(self, e: sqlite3.DatabaseError) -> StoreError:
+        path = self.path
+        directory = os.path.dirname(path) or "."
+        if isinstance(e, sqlite3.OperationalError) and not os.access(directory, os.W_OK):
+            return StoreError(f"the state directory {directory} is not writable ({e})")
+        return StoreError(
+            f"the state database {path} cannot be used ({e}); deleting "
+            f"{directory} is safe: the next build reruns what it needs"
+        )
+
+    def load(self) -> None:
+        """Read the whole state into memory (once; a store opened with load=False starts empty)."""
+        if self.loaded:
+            return
+        try:
             self._load()
         except sqlite3.DatabaseError as e:
-            directory = os.path.dirname(path) or "."
-            if isinstance(e, sqlite3.OperationalError) and not os.access(directory, os.W_OK):
-                raise StoreError(f"the state directory {directory} is not writable ({e})")
-            raise StoreError(
-                f"the state database {path} cannot be used ({e}); deleting "
-                f"{directory} is safe: the next build reruns what it needs"
-            )
+            raise self._unusable(e)
+        self.loaded = True
 
     @staticmethod
     def _connect_readonly(path: str) -> sqlite3.Connection:
@@ -220,6 +241,7 @@ class Store:
             db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")  # in memory
             db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
+            db.execute(PROOF_TABLE)
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
             return
         if "meta" not in tables:
@@ -227,10 +249,19 @@ class Store:
             db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
             db.execute("CREATE TABLE IF NOT EXISTS snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE IF NOT EXISTS journal(seq INTEGER PRIMARY KEY, data BLOB)")
+            db.execute(PROOF_TABLE.replace("TABLE", "TABLE IF NOT EXISTS"))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
             db.execute("COMMIT")
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         found = row[0] if row else "none"
+        if found == "3" and not self.readonly:  # the same records, without proofs: add the table
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(PROOF_TABLE.replace("TABLE", "TABLE IF NOT EXISTS"))
+            db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA),))
+            db.execute("COMMIT")
+            return
+        if found == "3":
+            return  # read as it is: a reader finds no proof
         if found.isdigit() and int(found) < SCHEMA:
             # Recorded by an older buildpipe: only a cache of what was built, so start afresh.
             self.note = (
@@ -248,6 +279,7 @@ class Store:
                 db.execute(f'DROP TABLE "{name}"')
             db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
+            db.execute(PROOF_TABLE)
             db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA),))
             db.execute("COMMIT")
             return
@@ -340,16 +372,36 @@ class Store:
             self._dirty_files, self._dirty_rules = {}, {}
             return
         data = marshal.dumps((self._dirty_files, self._dirty_rules), 4)
-        self._write([("INSERT INTO journal(data) VALUES (?)", (data,))])
+        statements: list[tuple[str, tuple]] = [("INSERT INTO journal(data) VALUES (?)", (data,))]
+        if self._dirty_rules:  # what any proof rested on has changed
+            statements.append(("DELETE FROM proof", ()))
+        self._write(statements)
         self._dirty_files = {}
         self._dirty_rules = {}
         self._journal_bytes += len(data)
         self._journal_rows += 1
 
+    # -- proofs (see `proof`) -----------------------------------------------------------------------
+
+    def proof_token(self, key: str) -> bytes | None:
+        """The token of the proof stored for `key` now, None if there is none."""
+        try:
+            row = self.db.execute("SELECT token FROM proof WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+    def write_proof(self, key: str, data: bytes) -> None:
+        """Store a proof for `key` under a fresh token, after the pending changes."""
+        self.flush()
+        if self.readonly:
+            return
+        self._write([("INSERT OR REPLACE INTO proof VALUES (?, ?, ?)", (key, os.urandom(16), data))])
+
     def compact(self) -> None:
         """Fold the journal into a new snapshot, written a chunk at a time (bounded extra memory)."""
         self.flush()
-        if self.readonly:
+        if self.readonly or not self.loaded:
             return
         size = 0
 
@@ -377,14 +429,39 @@ class Store:
         """Flush; fold a long journal into the snapshot; close. Only the lock holder may call it."""
         try:
             self.flush()
-            if self._journal_rows > 64 or self._journal_bytes > self._snapshot_bytes // 4:
+            if self.loaded and (
+                self._journal_rows > 64 or self._journal_bytes > self._snapshot_bytes // 4
+            ):
                 self.compact()
         finally:
             self.db.close()
 
 
+def read_proof(state_dir: str, key: str) -> tuple[bytes, bytes] | None:
+    """The (token, data) of the proof stored for `key`, read without the lock; None if there is
+    none or it cannot be read (the build then decides everything itself)."""
+    path = os.path.join(state_dir, DB_NAME)
+    if not os.path.exists(path):
+        return None
+    import urllib.parse
+
+    try:
+        db = sqlite3.connect(
+            "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True, timeout=1,
+            isolation_level=None,
+        )
+        try:
+            row = db.execute("SELECT token, data FROM proof WHERE key=?", (key,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return (row[0], row[1]) if row else None
+
+
 def open_state(
-    state_dir: str, on_wait: Callable[[str], None] | None = None, lock: bool = True
+    state_dir: str, on_wait: Callable[[str], None] | None = None, lock: bool = True,
+    load: bool = True, held: Lock | None = None,
 ) -> tuple[Store, Lock]:
     """Create `state_dir` if needed, take the lock (waiting for another build), open the store.
 
@@ -395,14 +472,14 @@ def open_state(
             os.makedirs(state_dir, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the state directory {state_dir}: {e.strerror}")
-    the_lock = Lock(state_dir)
-    if lock:
+    the_lock = held or Lock(state_dir)
+    if lock and held is None:
         try:
             the_lock.acquire(on_wait)
         except OSError as e:
             raise StoreError(f"cannot lock {the_lock.path}: {e.strerror}")
     try:
-        store = Store(os.path.join(state_dir, DB_NAME), readonly=not lock)
+        store = Store(os.path.join(state_dir, DB_NAME), readonly=not lock, load=load)
     except BaseException:
         the_lock.release()
         raise

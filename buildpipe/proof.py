@@ -1,0 +1,309 @@
+"""The up-to-date proof: what a build that ended with every wanted rule up to date rested on.
+
+Whether a rule is up to date depends on three things only (contract §2): what the Pipefile declared
+(outputs, inputs, action, params), the rule records in the store, and the contents of its files. A
+build that ends with every wanted rule up to date writes a proof for its request (the Pipefile and
+the targets): a digest of the declarations, and the file record (stat and digest) of every file the
+wanted rules read or write. Any change to a rule record deletes every proof (see `store`).
+
+The next build of the same request reads the proof before running the Pipefile, and a forked helper
+stats those files against it while the Pipefile runs, hashing only a file whose stat differs. The
+Pipefile still runs every time; if it declared the same things (same digest) and no file changed,
+every rule is up to date without deciding each one, and a file that did change marks only the rules
+that read or write it (and, through what they rebuild, their consumers) to be decided as usual.
+This is the decision a full build would make, reached from what changed instead of from everything.
+"""
+
+from __future__ import annotations
+
+import marshal
+import mmap
+import os
+import signal
+import struct
+import sys
+import time
+
+import xxhash
+
+from .filesystem import (
+    DIGEST_END,
+    STAT_END,
+    STAT_RECORD,
+    TRUSTED,
+    digest_path,
+    file_record,
+    pack_stat,
+    stat_path,
+)
+from .store import DIGEST_SIZE, read_proof
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from .graph import Graph
+
+RECORD = 49  # bytes of a file record (filesystem.file_record)
+_pack = STAT_RECORD.pack
+_ENC = ("utf-8", "surrogateescape")
+
+
+def request_key(pipefile: str, targets: list[str]) -> str:
+    """What a proof is stored under: the Pipefile and the targets as given (none: the default)."""
+    return xxhash.xxh3_128_hexdigest("\0".join([pipefile, *targets]).encode(*_ENC))
+
+
+# A Pipefile that writes files or starts processes while it runs could change the very files the
+# helper is checking, after it looked: such a build decides everything itself. Python reports
+# those operations to audit hooks (PEP 578); one hook, installed once, watches while asked to.
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_WRITES = frozenset((
+    "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.utime", "os.link", "os.symlink",
+    "os.chmod", "os.chown", "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.move",
+    "shutil.rmtree", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+    "subprocess.Popen", "pty.spawn",
+))
+_watch = [False, False]  # watching, and whether a write was seen
+
+
+def _hook(event: str, args: tuple) -> None:
+    if not _watch[0]:
+        return
+    if event == "open":
+        mode, flags = args[1], args[2]
+        if (type(flags) is int and flags & _WRITE_FLAGS) or (
+            type(mode) is str and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
+        ):
+            _watch[1] = True
+    elif event in _WRITES:
+        _watch[1] = True
+
+
+_hooked = [False]
+
+
+def watch_writes(on: bool) -> bool:
+    """Start (on) or stop watching for writes; returns whether any was seen since the start."""
+    if on:
+        if not _hooked[0]:
+            sys.addaudithook(_hook)
+            _hooked[0] = True
+        _watch[1] = False
+    _watch[0] = on
+    return _watch[1]
+
+
+def declarations(graph: Graph, action_fp: Callable[[Any], bytes],
+                 params_fp: Callable[[Any], bytes]) -> bytes:
+    """A digest of everything the Pipefile declared that deciding a rule depends on: each rule's
+    outputs, inputs, action and params (and temp flag, name and output shape), the aliases, the
+    invariants and the default targets, in declaration order."""
+    rules = graph.rules
+    h = xxhash.xxh3_128()
+    h.update("\n".join(["\0".join(r.outputs) + "\1" + "\0".join(r.inputs) for r in rules]).encode(*_ENC))
+    actions = {id(r.action): r.action for r in rules}
+    fps = {k: action_fp(a) for k, a in actions.items()}
+    h.update(b"".join([fps[id(r.action)] for r in rules]))
+    extras = [
+        (i, params_fp(r.params) if r.params is not None else b"", r.temp, r.name, r.shape)
+        for i, r in enumerate(rules)
+        if r.params is not None or r.temp or r.name is not None or r.shape is not None
+    ]
+    h.update(repr((extras, sorted(graph.aliases.items()), sorted(graph.invariants),
+                   graph.default_targets())).encode(*_ENC))
+    return h.digest()
+
+
+class Proof:
+    """A stored proof, unpacked: the declarations digest, the files (in a fixed order) and their
+    records, RECORD bytes each."""
+
+    def __init__(self, token: bytes, data: bytes) -> None:
+        self.token = token
+        self.graph, self._paths, self.records = marshal.loads(data)
+        self.count = len(self.records) // RECORD
+        if len(self.records) != RECORD * self.count or len(self.graph) != DIGEST_SIZE:
+            raise ValueError("a proof of the wrong shape")
+        self._list: list[str] | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        """The files, split from their stored form when first needed (a no-op needs none)."""
+        if self._list is None:
+            self._list = self._paths.decode(*_ENC).split("\0") if self.count else []
+            if len(self._list) != self.count:
+                raise ValueError("a proof of the wrong shape")
+        return self._list
+
+    def digest(self, k: int) -> bytes:
+        return self.records[k * RECORD + STAT_END : k * RECORD + DIGEST_END]
+
+    @staticmethod
+    def pack(graph: bytes, paths: list[str], records: list[bytes]) -> bytes:
+        return marshal.dumps((graph, "\0".join(paths).encode(*_ENC), b"".join(records)))
+
+
+class Changes:
+    """What the helpers found: `touched` files (new stat, same digest) and `changed` ones (a new
+    digest, or gone), each with its new record (None when it is missing or not a regular file)."""
+
+    def __init__(self) -> None:
+        self.touched: dict[str, bytes] = {}
+        self.changed: dict[str, bytes | None] = {}
+
+
+def _examine(paths: list[str], records: bytes, first: int, last: int,
+             found: dict[int, bytes | None]) -> None:
+    """Add to `found` the files among paths[first:last] whose stat does not vouch for their
+    recorded digest, each with its new record (None: missing or not a regular file)."""
+    stat, pack = os.stat, _pack
+    for k in range(first, last):
+        at = k * RECORD
+        try:
+            s = stat(paths[k])
+            now = pack(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+        except OSError:
+            now = b""
+        except struct.error:  # a timestamp beyond 64-bit nanoseconds
+            now = pack_stat(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+        if records[at + TRUSTED] == 1 and records[at : at + STAT_END] == now:
+            continue
+        recorded = time.time_ns()
+        st = stat_path(paths[k])
+        if st is None or st[0] < 0:
+            found[k] = None
+            continue
+        try:
+            found[k] = file_record(st, digest_path(paths[k]), recorded)
+        except OSError:
+            found[k] = None
+
+
+CHUNK = 512  # files examined between two looks at where the other side has got to
+_progress = struct.Struct("<qq")  # the helper's next file; the lowest file the parent has taken
+
+
+class Check:
+    """A forked helper checks a proof's files from the first on while the Pipefile runs; once the
+    build has its graph it takes files from the last one down until the two meet (a few may be
+    examined twice: either look is a true one). `result()` gives the Changes, or None if anything
+    went wrong (the build then decides everything itself)."""
+
+    def __init__(self, proof: Proof) -> None:
+        self.proof = proof
+        self.pid = -1
+        n = proof.count
+        try:
+            self.shared = mmap.mmap(-1, _progress.size)
+            self.r, w = os.pipe()
+        except OSError:
+            return
+        _progress.pack_into(self.shared, 0, 0, n)
+        # Like the stat helper: Ctrl-C is the build's to handle; the helper only ends.
+        quiet = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, quiet)
+        try:
+            self.pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            os.close(self.r)
+            os.close(w)
+            return
+        if self.pid == 0:  # the helper: examine, send, vanish (no atexit, no buffers flushed)
+            code = 1
+            try:
+                os.close(self.r)
+                data = marshal.dumps(self._forwards())
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(w, view) :]
+                code = 0
+            finally:
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        os.close(w)
+
+    def _forwards(self) -> dict[int, bytes | None]:
+        found: dict[int, bytes | None] = {}
+        paths, records, shared = self.proof.paths, self.proof.records, self.shared
+        k = 0
+        while True:
+            low = _progress.unpack_from(shared)[1]
+            if k >= low:
+                return found
+            end = min(k + CHUNK, low)
+            _examine(paths, records, k, end, found)
+            k = end
+            _progress.pack_into(shared, 0, k, low)
+
+    def _backwards(self, found: dict[int, bytes | None]) -> None:
+        records, shared = self.proof.records, self.shared
+        low = self.proof.count
+        while True:
+            high = _progress.unpack_from(shared)[0]
+            if low <= high:
+                return
+            first = max(low - CHUNK, high)
+            shared[8:16] = first.to_bytes(8, "little", signed=True)
+            _examine(self.proof.paths, records, first, low, found)
+            low = first
+
+    def result(self) -> Changes | None:
+        if self.pid <= 0:
+            return None
+        mine: dict[int, bytes | None] = {}
+        chunks = []
+        ok = True
+        try:
+            self._backwards(mine)
+            while chunk := os.read(self.r, 1 << 20):
+                chunks.append(chunk)
+        except (OSError, ValueError):
+            ok = False
+        finally:
+            os.close(self.r)
+            try:
+                ok = os.waitpid(self.pid, 0)[1] == 0 and ok
+            except ChildProcessError:  # SIGCHLD ignored: reaped already; the data tells
+                pass
+            self.pid = -1
+        try:
+            found = marshal.loads(b"".join(chunks))
+        except (EOFError, ValueError, TypeError):
+            return None
+        if not ok or type(found) is not dict:
+            return None
+        found.update(mine)
+        proof, changes = self.proof, Changes()
+        for k, rec in found.items():
+            path = proof.paths[k]
+            if rec is not None and rec[STAT_END:DIGEST_END] == proof.digest(k):
+                changes.touched[path] = rec
+            else:
+                changes.changed[path] = rec
+        return changes
+
+    def close(self) -> None:
+        """Stop the helper if its answer is not wanted."""
+        if self.pid > 0:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            os.close(self.r)
+            self.pid = -1
+
+
+def start(state_dir: str, key: str) -> Check | None:
+    """Read the proof stored for `key` and start checking its files; None if there is none."""
+    found = read_proof(state_dir, key)
+    if found is None:
+        return None
+    try:
+        proof = Proof(*found)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return Check(proof)
