@@ -102,7 +102,8 @@ def declarations(graph: Graph, action_fp: Callable[[Any], bytes],
     invariants and the default targets, in declaration order."""
     rules = graph.rules
     h = xxhash.xxh3_128()
-    h.update("\n".join(["\0".join(r.outputs) + "\1" + "\0".join(r.inputs) for r in rules]).encode(*_ENC))
+    # Paths hold no NUL and are never empty: an empty item ends a rule's outputs, then its inputs.
+    h.update("\0".join(["\0".join((*r.outputs, "", *r.inputs, "")) for r in rules]).encode(*_ENC))
     actions = {id(r.action): r.action for r in rules}
     fps = {k: action_fp(a) for k, a in actions.items()}
     h.update(b"".join([fps[id(r.action)] for r in rules]))
@@ -158,25 +159,27 @@ def _examine(paths: list[str], records: bytes, first: int, last: int,
              found: dict[int, bytes | None]) -> None:
     """Add to `found` the files among paths[first:last] whose stat does not vouch for their
     recorded digest, each with its new record (None: missing or not a regular file)."""
-    stat, pack = os.stat, _pack
-    for k in range(first, last):
-        at = k * RECORD
+    stat, pack, vouches = os.stat, _pack, records.startswith
+    at = first * RECORD - RECORD
+    for k, path in enumerate(paths[first:last], first):  # the no-op's tightest loop
+        at += RECORD
         try:
-            s = stat(paths[k])
-            now = pack(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+            s = stat(path)
+            if vouches(pack(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino), at) and records[at + TRUSTED]:
+                continue
         except OSError:
-            now = b""
+            pass
         except struct.error:  # a timestamp beyond 64-bit nanoseconds
             now = pack_stat(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
-        if records[at + TRUSTED] == 1 and records[at : at + STAT_END] == now:
-            continue
+            if vouches(now, at) and records[at + TRUSTED]:
+                continue
         recorded = time.time_ns()
-        st = stat_path(paths[k])
+        st = stat_path(path)
         if st is None or st[0] < 0:
             found[k] = None
             continue
         try:
-            found[k] = file_record(st, digest_path(paths[k]), recorded)
+            found[k] = file_record(st, digest_path(path), recorded)
         except OSError:
             found[k] = None
 
