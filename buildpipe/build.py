@@ -16,6 +16,7 @@ Deciding is pure (rebuilder); doing goes through an Executor; `pipe build -n`, `
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from .filesystem import STAT_END, TRUSTED, file_record, is_racy, record_mtime
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
 from .proof import RECORD, Changes, Check, Proof, declarations
+from .proof import write as write_proof
 from .rebuilder import CHANGED, MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
 from .rules import Rule, shown
 from .store import DIGEST_SIZE, Store, pack_rule, paths_key, unpack_rule
@@ -125,6 +127,7 @@ class Build:
         self.proof_key: str | None = proof[0] if proof is not None else None
         self.proof_check: Check | None = proof[1] if proof is not None else None
         self._action_fps: dict[int, bytes] = {}  # by id: an action need not be hashable
+        self.proven: dict[str, bytes] = {}  # deciding from a proof: its file records, by path
 
     def _action_fp(self, action: object) -> bytes:
         """An action's fingerprint, computed once per action per build."""
@@ -188,42 +191,70 @@ class Build:
             or proof.graph != graph_fp
             or self.opts.force_all
             or self.opts.force
-            or self.store.proof_token(self.proof_key or "") != proof.token
+            or self.store.generation is None
+            or self.store.generation != proof.generation
         ):
             return None
         return proof, changes
 
     def _start_from_proof(self, wanted: list[int], proof: Proof, changes: Changes) -> bytearray:
-        """Know every file by its proven digest, except the changed ones, read afresh; return the
-        rules to decide: those that read or write a changed file."""
-        store, memo = self.store, self.states.memo
+        """Know the proof's files by their proven records, except the changed ones, read afresh
+        (as the helper read them); return the rules to decide: those that read or write a changed
+        file. The store is not loaded: those rules are decided against the proof (whose digests
+        are what their records hold), and what runs is appended to the journal as usual."""
+        store, proven = self.store, self.proven
         records = proof.records
-        digests = [records[at + STAT_END : at + TRUSTED] for at in range(0, len(records), RECORD)]
-        memo.update(zip(proof.paths, digests))
+        proven.update(zip(proof.paths, [records[at : at + RECORD] for at in range(0, len(records), RECORD)]))
         for p, rec in changes.touched.items():
             store.put_file(p, rec)
         for p, new in changes.changed.items():
-            memo.pop(p, None)
             if new is not None:
-                store.put_file(p, new)  # as the helper read it: digest() trusts it if not racy
-        rules, producer, changed = self.rules, self.graph.producer, set(changes.changed)
+                store.put_file(p, new)  # digest() trusts it unless it was racy
+        changed = set(changes.changed)
+        self.states.vouch(proven, changed)
+        rules, producer = self.rules, self.graph.producer
         dirty = bytearray(len(rules))
+        for p in changed:
+            r = producer.get(p)
+            if r is not None:
+                dirty[r.index] = 1
         for i in wanted:
             r = rules[i]
-            if not changed.isdisjoint(r.inputs) or not changed.isdisjoint(r.outputs):
+            if not changed.isdisjoint(r.inputs):
                 dirty[i] = 1
                 for p in changed.intersection(r.inputs):
                     if p not in producer:
                         self._refuse_missing(p, r)
         return dirty
 
+    def _proof_reasons(self, r: Rule) -> list[Reason]:
+        """Why a rule decided against the proof must run: each file whose digest is not the
+        proven one, which is the digest its record holds (the proof rests on those records)."""
+        digest, proven, why = self.states.digest, self.proven, []
+        for p in r.inputs:
+            rec = proven.get(p)
+            if rec is None or digest(p) != rec[STAT_END:TRUSTED]:
+                why.append(Reason("input", p))
+        for p in r.outputs:
+            rec, now = proven.get(p), digest(p)
+            if now == MISSING:
+                why.append(Reason("missing", p))
+            elif now == UNREADABLE:
+                why.append(Reason("unreadable", p, self.states.errors.get(p, "")))
+            elif rec is None or now != rec[STAT_END:TRUSTED]:
+                why.append(Reason("modified", p))
+        return why
+
     def _proof_paths(self, wanted: list[int]) -> list[str]:
         rules = self.rules
         return list(dict.fromkeys([p for i in wanted for p in (*rules[i].outputs, *rules[i].inputs)]))
 
-    def _write_proof(self, graph_fp: bytes, wanted: list[int], ran: list[int], proof: Proof | None) -> None:
+    def _write_proof(
+        self, graph_fp: bytes, wanted: list[int], ran: list[int], proof: Proof | None, changes: Changes | None
+    ) -> None:
         """Every wanted rule is up to date: record what that rests on, if each rule that ran now has
-        the very record it would get (an input that changed while it ran, say, leaves no proof)."""
+        the very record it would get (an input that changed while it ran, say, leaves no proof).
+        From a proof, only the files that changed, were touched or were rebuilt get new records."""
         memo, store, rules = self.states.memo, self.store, self.rules
         for i in ran:
             r = rules[i]
@@ -233,32 +264,59 @@ class Build:
                             params_fingerprint(r.params), paths_key(r.outputs), outs)
             if store.rules.get(r.outputs[0]) != now:
                 return
-        paths = proof.paths if proof is not None else self._proof_paths(wanted)
-        records = []
         files_get = store.files.get
         unproven = (MISSING, UNREADABLE, UNKNOWN, CHANGED)
-        for k, p in enumerate(paths):
+
+        def record(p: str, old: bytes | None) -> bytes | None:
             d = memo.get(p)
+            if d is None and old is not None:  # touched, no rule read it: its proven digest
+                d = self.states.digest(p)
             if d is None or d in unproven:
-                return
+                return None
             rec = files_get(p)
-            if rec is None or rec[STAT_END:TRUSTED] != d:
-                if proof is not None and proof.digest(k) == d:
-                    rec = proof.records[k * RECORD : (k + 1) * RECORD]
-                else:  # no stat vouches for it: the next build hashes it
-                    rec = bytes(STAT_END) + d + b"\0"
+            if rec is not None and rec[STAT_END:TRUSTED] == d:
+                return rec
+            if old is not None and old[STAT_END:TRUSTED] == d:
+                return old
+            return bytes(STAT_END) + d + b"\0"  # no stat vouches for it: the next build hashes it
+
+        store.flush()  # its generation is the one the proof holds for
+        generation = store.generation
+        if generation is None or store.readonly:
+            return
+        key, state_dir = self.proof_key or "", os.path.dirname(store.path)
+        if proof is not None and changes is not None:
+            renewed = {*changes.changed, *changes.touched, *(o for i in ran for o in rules[i].outputs)}
+            patched = bytearray(proof.records)
+            for k, p in enumerate(proof.paths):
+                if p in renewed:
+                    rec = record(p, self.proven.get(p))
+                    if rec is None:
+                        return
+                    patched[k * RECORD : (k + 1) * RECORD] = rec
+            write_proof(state_dir, key, proof.repack(generation, bytes(patched)))
+            return
+        paths = self._proof_paths(wanted)
+        records = []
+        for p in paths:
+            rec = record(p, None)
+            if rec is None:
+                return
             records.append(rec)
-        store.write_proof(self.proof_key or "", Proof.pack(graph_fp, paths, records))
+        write_proof(state_dir, key, Proof.pack(generation, graph_fp, paths, records))
 
     def _refresh_proof(self, proof: Proof, changes: Changes) -> None:
-        """Nothing changed but some stats: keep the proof, with the files' new records."""
+        """Nothing changed but some stats: keep the proof, with the files' new records (the store
+        gets them too, for builds that decide every rule)."""
         records = bytearray(proof.records)
         paths = proof.paths
         index = {p: k for k, p in enumerate(paths)} if len(changes.touched) > 8 else None
         for p, rec in changes.touched.items():
             k = index[p] if index is not None else paths.index(p)
             records[k * RECORD : (k + 1) * RECORD] = rec
-        self.store.write_proof(self.proof_key or "", Proof.pack(proof.graph, paths, [bytes(records)]))
+            self.store.put_file(p, rec)
+        data = proof.repack(proof.generation, bytes(records))
+        write_proof(os.path.dirname(self.store.path), self.proof_key or "", data)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -270,11 +328,11 @@ class Build:
         wanted = g.closure(targets)
         any_temp = any(rules[i].temp for i in wanted)
         summary = BuildSummary(wanted=len(wanted))
-        graph_fp = proof = None
+        graph_fp = proof = changes = None
         dirty: bytearray | None = None  # with a proof: the rules to decide; the others are up to date
         if self.proof_key is not None and not opts.dry_run and not any_temp:
-            graph_fp = declarations(g, self._action_fp, params_fingerprint)
-            proven = self._use_proof(graph_fp)
+            graph_fp = declarations(g, wanted, self._action_fp, params_fingerprint)
+            proven = self._use_proof(graph_fp) if graph_fp is not None else None
             if proven is not None:
                 proof, changes = proven
                 summary.proven = (proof.count, len(changes.changed))
@@ -286,7 +344,6 @@ class Build:
                     summary.seconds = time.perf_counter() - t0
                     self.reporter.end(summary)
                     return summary
-                self.store.load()
                 dirty = self._start_from_proof(wanted, proof, changes)
         if self.proof_check is not None:  # not used after all
             self.proof_check.close()
@@ -375,13 +432,24 @@ class Build:
 
         stored_rule = store.rules.get
         action_fp = self._action_fp
+        proof_reasons = self._proof_reasons
+        proven_get = self.proven.get
 
         def evaluate(i: int) -> None:
-            if dirty is not None and not dirty[i]:  # the proof holds for it
-                state[i] = UPTODATE
-                settle(i)
-                return
             r = rules[i]
+            if dirty is not None:  # deciding from a proof
+                if not dirty[i]:  # it holds for this rule
+                    state[i] = UPTODATE
+                    settle(i)
+                    return
+                w = proof_reasons(r)
+                if w:
+                    why[i] = w
+                    must_run(i)
+                else:
+                    state[i] = UPTODATE
+                    settle(i)
+                return
             raw = stored_rule(r.outputs[0])
             paths = r.inputs
             ins = (memo_get(paths[0]) or digest(paths[0])) if len(paths) == 1 else digests(paths)
@@ -462,7 +530,9 @@ class Build:
             r = rules[i]
             snapshots[i] = digests(r.inputs)  # before it runs
             files_get = store.files.get
-            input_stats[i] = [(rec[:STAT_END] if (rec := files_get(p)) else None) for p in r.inputs]
+            input_stats[i] = [
+                (rec[:STAT_END] if (rec := files_get(p) or proven_get(p)) else None) for p in r.inputs
+            ]
             # Its outputs' digests stay as they are until it completes: only the consumers of a
             # materialised temp rule can be decided meanwhile, and they must see its recorded ones.
             state[i] = RUNNING
@@ -599,7 +669,7 @@ class Build:
             and not summary.blocked
             and summary.up_to_date + len(summary.ran) == len(wanted)
         ):
-            self._write_proof(graph_fp, wanted, summary.ran, proof)
+            self._write_proof(graph_fp, wanted, summary.ran, proof, changes)
         summary.seconds = time.perf_counter() - t0
         self.reporter.end(summary)
         return summary

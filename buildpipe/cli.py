@@ -209,7 +209,6 @@ class Project:
         # It is checked under the build's lock: no other build may change those files meanwhile.
         self.proof_key: str | None = None
         self.proof_check: Any = None
-        self.lock: Any = None
         if proof:
             from .proof import request_key
 
@@ -223,22 +222,31 @@ class Project:
             raise
 
     def _start_proof_check(self) -> None:
-        from .store import DB_NAME, Lock
+        """Check the stored proof's files under the lock, held by the checking helper alone: it
+        lets go when done, so the Pipefile never runs holding the lock (it may start `pipe`
+        itself). The build takes the lock again afterwards, and rests on the proof only if nobody
+        held it in between (the lock's epoch)."""
+        from .proof import read
 
-        if not os.path.exists(os.path.join(self.state_dir, DB_NAME)):
-            return  # a first build: nothing to check
+        proof = read(self.state_dir, self.proof_key or "")
+        if proof is None:
+            return
         from .console import warn
-        from .proof import start, watch_writes
+        from .proof import Check, watch_writes
+        from .store import Lock
 
         lock = Lock(self.state_dir)
         try:
             lock.acquire(lambda holder: warn(_waiting_text(holder, self.state_dir)))
         except OSError:
             return  # the build takes the lock later, and reports what is wrong
-        self.lock = lock
-        self.proof_check = start(self.state_dir, self.proof_key or "")
-        if self.proof_check is not None:
-            watch_writes(True)
+        try:
+            if lock.epoch:
+                self.proof_check = Check(proof)
+                self.proof_check.epoch = lock.epoch
+                watch_writes(True)
+        finally:
+            lock.hand_over()
 
     def _load(self, path: str) -> None:
         from .graph import Graph
@@ -269,13 +277,10 @@ class Project:
             self.graph.default = (list(self.settings["default"]), (path, 0))
 
     def close(self) -> None:
-        """Stop checking the proof, if the build did not take the answer; release an early lock."""
+        """Stop checking the proof, if the build did not take the answer."""
         if self.proof_check is not None:
             self.proof_check.close()
             self.proof_check = None
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
 
     def settings_file(self, key: str) -> str:
         """Which settings file a key came from (pipe.toml wins over pyproject.toml)."""
@@ -321,7 +326,6 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
     from .filesystem import RealFileSystem
     from .rules import format_where
 
-    jobs = _jobs(args, project.settings)
     dry_run = getattr(args, "dry_run", False)
     verbosity = -1 if args.quiet else 1 if args.verbose else 0
     graph = project.graph
@@ -329,18 +333,18 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
     def waiting(holder: str) -> None:
         warn(_waiting_text(holder, project.state_dir))
 
-    proof = (project.proof_key, project.proof_check) if project.proof_key is not None else None
-    project.proof_check = None  # the build's now
     try:
-        store, lock = _open_state(
-            project, waiting, lock=not dry_run, load=proof is None, held=project.lock
-        )
+        jobs = _jobs(args, project.settings)
+        store, lock = _open_state(project, waiting, lock=not dry_run, load=project.proof_key is None)
     except BaseException:
-        if proof is not None and proof[1] is not None:
-            proof[1].close()
         project.close()
         raise
-    project.lock = None  # released with the store
+    check = project.proof_check
+    project.proof_check = None  # the build's now
+    if check is not None and lock.seen != check.epoch:  # another build held the lock meanwhile
+        check.close()
+        check = None
+    proof = (project.proof_key, check) if project.proof_key is not None else None
     try:
         build = Build(
             graph,
@@ -375,12 +379,12 @@ def _waiting_text(holder: str, state_dir: str) -> str:
     return f"waiting for another pipe (pid {holder}) to finish with {state_dir} ..."
 
 
-def _open_state(project: Project, waiting: Any, lock: bool, load: bool = True, held: Any = None) -> Any:
+def _open_state(project: Project, waiting: Any, lock: bool, load: bool = True) -> Any:
     """The store and lock, saying once if the state had to be started afresh."""
     from .console import warn
     from .store import open_state
 
-    store, the_lock = open_state(project.state_dir, waiting, lock=lock, load=load, held=held)
+    store, the_lock = open_state(project.state_dir, waiting, lock=lock, load=load)
     if store.note:
         warn(store.note)
     return store, the_lock

@@ -246,6 +246,22 @@ def _die_with_parent() -> None:
 _home = ""  # the Pipefile's directory: every action starts there
 
 
+def _capture_file() -> int:
+    """An unnamed temporary file for a worker's stdout and stderr. O_TMPFILE spares each worker
+    importing tempfile (8 ms, on the path of a build that runs one rule)."""
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        for directory in (os.environ.get("TMPDIR"), "/tmp", "/var/tmp"):
+            if directory:
+                try:
+                    return os.open(directory, tmpfile | os.O_RDWR | os.O_CLOEXEC, 0o600)
+                except OSError:
+                    pass
+    import tempfile
+
+    return os.dup(tempfile.TemporaryFile().fileno())
+
+
 def _worker_main(
     rules: Sequence[Rule], job_fd: int, result_fd: int, parent: int, stop: Any, stop_on_failure: bool
 ) -> None:
@@ -259,10 +275,7 @@ def _worker_main(
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    import tempfile
-
-    capture = tempfile.TemporaryFile()
-    cfd = capture.fileno()
+    cfd = _capture_file()
     os.dup2(cfd, 1)
     os.dup2(cfd, 2)
     _home = os.getcwd()

@@ -23,6 +23,7 @@ import signal
 import struct
 import sys
 import time
+from array import array
 
 import xxhash
 
@@ -36,7 +37,7 @@ from .filesystem import (
     pack_stat,
     stat_path,
 )
-from .store import DIGEST_SIZE, read_proof
+from .store import DIGEST_SIZE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,12 +59,15 @@ def request_key(pipefile: str, targets: list[str]) -> str:
 # A Pipefile that writes files or starts processes while it runs could change the very files the
 # helper is checking, after it looked: such a build decides everything itself. Python reports
 # those operations to audit hooks (PEP 578); one hook, installed once, watches while asked to.
+# Opening a database or calling into C counts too: their writes are not reported. What a C
+# extension writes on its own (say, numpy or h5py saving a file) is not seen.
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _WRITES = frozenset((
     "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.utime", "os.link", "os.symlink",
     "os.chmod", "os.chown", "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.move",
     "shutil.rmtree", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-    "subprocess.Popen", "pty.spawn",
+    "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "os.mkfifo", "os.mknod",
+    "sqlite3.connect", "ctypes.dlopen", "ctypes.call_function",
 ))
 _watch = [False, False]  # watching, and whether a write was seen
 
@@ -95,37 +99,48 @@ def watch_writes(on: bool) -> bool:
     return _watch[1]
 
 
-def declarations(graph: Graph, action_fp: Callable[[Any], bytes],
-                 params_fp: Callable[[Any], bytes]) -> bytes:
-    """A digest of everything the Pipefile declared that deciding a rule depends on: each rule's
-    outputs, inputs, action and params (and temp flag, name and output shape), the aliases, the
-    invariants and the default targets, in declaration order."""
+def declarations(graph: Graph, wanted: list[int], action_fp: Callable[[Any], bytes],
+                 params_fp: Callable[[Any], bytes]) -> bytes | None:
+    """A digest of everything the Pipefile declared that deciding the wanted rules depends on: the
+    outputs and inputs of every rule (which rules a target needs), each rule's temp flag, name and
+    output shape, the aliases, invariants and default targets, and the action and params of each
+    wanted rule; None if some action or params cannot be fingerprinted (no proof then)."""
     rules = graph.rules
     h = xxhash.xxh3_128()
     # Paths hold no NUL and are never empty: an empty item ends a rule's outputs, then its inputs.
     h.update("\0".join(["\0".join((*r.outputs, "", *r.inputs, "")) for r in rules]).encode(*_ENC))
-    actions = {id(r.action): r.action for r in rules}
-    fps = {k: action_fp(a) for k, a in actions.items()}
-    h.update(b"".join([fps[id(r.action)] for r in rules]))
     extras = [
-        (i, params_fp(r.params) if r.params is not None else b"", r.temp, r.name, r.shape)
+        (i, r.temp, r.name, r.shape)
         for i, r in enumerate(rules)
         if r.params is not None or r.temp or r.name is not None or r.shape is not None
     ]
-    h.update(repr((extras, sorted(graph.aliases.items()), sorted(graph.invariants),
-                   graph.default_targets())).encode(*_ENC))
+    try:
+        actions = {id(rules[i].action): rules[i].action for i in wanted}
+        fps = {k: action_fp(a) for k, a in actions.items()}
+        h.update(array("Q", wanted).tobytes())
+        h.update(b"".join([fps[id(rules[i].action)] for i in wanted]))
+        params = [(i, params_fp(rules[i].params)) for i in wanted if rules[i].params is not None]
+        h.update(repr((extras, params, sorted(graph.aliases.items()), sorted(graph.invariants),
+                       graph.default_targets())).encode(*_ENC))
+    except Exception:  # e.g. a value the fingerprint cannot walk: the build will say what is wrong
+        return None
     return h.digest()
 
 
 class Proof:
-    """A stored proof, unpacked: the declarations digest, the files (in a fixed order) and their
-    records, RECORD bytes each."""
+    """A stored proof, unpacked: the store generation it holds for, the declarations digest, the
+    files (in a fixed order) and their records, RECORD bytes each."""
 
-    def __init__(self, token: bytes, data: bytes) -> None:
-        self.token = token
-        self.graph, self._paths, self.records = marshal.loads(data)
+    def __init__(self, data: bytes) -> None:
+        self.generation, self.graph, self._paths, self.records = marshal.loads(data)
         self.count = len(self.records) // RECORD
-        if len(self.records) != RECORD * self.count or len(self.graph) != DIGEST_SIZE:
+        if (
+            type(self.generation) is not str
+            or type(self._paths) is not bytes
+            or type(self.records) is not bytes
+            or len(self.records) != RECORD * self.count
+            or len(self.graph) != DIGEST_SIZE
+        ):
             raise ValueError("a proof of the wrong shape")
         self._list: list[str] | None = None
 
@@ -141,9 +156,56 @@ class Proof:
     def digest(self, k: int) -> bytes:
         return self.records[k * RECORD + STAT_END : k * RECORD + DIGEST_END]
 
+    def repack(self, generation: str, records: bytes) -> bytes:
+        """This proof with new records for the same files."""
+        return marshal.dumps((generation, self.graph, self._paths, records))
+
     @staticmethod
-    def pack(graph: bytes, paths: list[str], records: list[bytes]) -> bytes:
-        return marshal.dumps((graph, "\0".join(paths).encode(*_ENC), b"".join(records)))
+    def pack(generation: str, graph: bytes, paths: list[str], records: list[bytes]) -> bytes:
+        return marshal.dumps((generation, graph, "\0".join(paths).encode(*_ENC), b"".join(records)))
+
+
+def _file(state_dir: str, key: str) -> str:
+    return os.path.join(state_dir, f"proof-{key}")
+
+
+KEEP = 16  # proofs kept (one per request: Pipefile and targets); the oldest go first
+
+
+def read(state_dir: str, key: str) -> Proof | None:
+    """The proof stored for `key`, or None if there is none or it cannot be read whole."""
+    try:
+        with open(_file(state_dir, key), "rb") as f:
+            return Proof(f.read())
+    except Exception:  # absent, unreadable or damaged: decide everything instead
+        return None
+
+
+def write(state_dir: str, key: str, data: bytes) -> None:
+    """Store a proof (whole or not at all: written aside, then renamed over the old one)."""
+    path = _file(state_dir, key)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return
+    try:
+        found = [e for e in os.scandir(state_dir) if e.name.startswith("proof-")]
+    except OSError:
+        return
+    if len(found) > KEEP:
+        found.sort(key=lambda e: e.stat().st_mtime_ns)
+        for e in found[: len(found) - KEEP]:
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
 
 
 class Changes:
@@ -197,6 +259,7 @@ class Check:
     def __init__(self, proof: Proof) -> None:
         self.proof = proof
         self.pid = -1
+        self.epoch = ""  # the lock's epoch while the helper holds it (see store.Lock)
         n = proof.count
         try:
             self.shared = mmap.mmap(-1, _progress.size)
@@ -239,7 +302,7 @@ class Check:
             end = min(k + CHUNK, low)
             _examine(paths, records, k, end, found)
             k = end
-            _progress.pack_into(shared, 0, k, low)
+            shared[0:8] = k.to_bytes(8, "little", signed=True)  # its own counter only
 
     def _backwards(self, found: dict[int, bytes | None]) -> None:
         records, shared = self.proof.records, self.shared
@@ -263,8 +326,11 @@ class Check:
             self._backwards(mine)
             while chunk := os.read(self.r, 1 << 20):
                 chunks.append(chunk)
-        except (OSError, ValueError):
+        except BaseException as e:
             ok = False
+            os.kill(self.pid, signal.SIGKILL)  # not worth waiting for its answer
+            if not isinstance(e, Exception):
+                raise
         finally:
             os.close(self.r)
             try:
@@ -302,11 +368,5 @@ class Check:
 
 def start(state_dir: str, key: str) -> Check | None:
     """Read the proof stored for `key` and start checking its files; None if there is none."""
-    found = read_proof(state_dir, key)
-    if found is None:
-        return None
-    try:
-        proof = Proof(*found)
-    except (EOFError, ValueError, TypeError):
-        return None
-    return Check(proof)
+    proof = read(state_dir, key)
+    return None if proof is None else Check(proof)

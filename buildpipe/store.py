@@ -1,13 +1,12 @@
 """The state database: one SQLite file under `.buildpipe/`, plus the lock that keeps builds apart.
 
 On-disk format (schema 4), a snapshot plus a journal, both marshal-encoded:
-  meta(key, value)          'schema' = 4
+  meta(key, value)          'schema' = 4; 'generation' = random hex, new with every commit that
+                            changes a rule record (a proof names the generation it holds for; see
+                            `proof`, whose files lie beside the database)
   snapshot(chunk, data)     marshal((files, rules)): the whole state, split in chunks of entries
   journal(seq, data)        marshal((files, rules)) per committed batch: entries set (a value) or
                             dropped (None) since the snapshot, applied in seq order
-  proof(key, token, data)   per request (Pipefile and targets), what a build that ended with every
-                            wanted rule up to date rested on (see `proof`); any change to a rule
-                            record deletes every proof in the same transaction
 where
   files[path] = a packed file record (filesystem.file_record): the file's last stat, the xxh3-128
       digest of its bytes, and whether that stat vouches for the digest;
@@ -20,7 +19,7 @@ Loading is a few large reads; a build appends one journal row per batch of finis
 build that wrote enough folds the journal into a new snapshot on close. Each write is one SQLite
 transaction, so a kill at any moment loses at most the batch being written, and a rule's record is
 written only after it succeeded: a record present always describes real outputs. A database of an
-older schema is emptied (everything reruns once; schema 3 only gains the proof table); a newer one
+older schema is emptied (everything reruns once; schema 3 only gains its generation); a newer one
 is refused.
 Knows nothing of graphs or rules beyond those records.
 """
@@ -44,6 +43,7 @@ from .errors import StoreError
 SCHEMA = 4
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
+EPOCH_SUFFIX = ".epoch"
 CHUNK_ENTRIES = 20_000  # entries per snapshot row: small blobs keep the peak memory of loading low
 DIGEST_SIZE = 16
 
@@ -54,7 +54,6 @@ DIGEST_SIZE = 16
 RuleRecord = namedtuple("RuleRecord", "inputs_key input_digests action params outputs_key output_digests")
 NO_PARAMS = b"\0" * DIGEST_SIZE
 _HEAD = 4 * DIGEST_SIZE + 4  # four digests, then the number of outputs
-PROOF_TABLE = "CREATE TABLE proof(key TEXT PRIMARY KEY, token BLOB, data BLOB)"
 
 
 def pack_rule(
@@ -84,10 +83,15 @@ def paths_key(paths: tuple[str, ...]) -> bytes:
     return xxhash.xxh3_128_digest("\0".join(paths).encode("utf-8", "surrogateescape"))
 
 
+def _new_generation() -> str:
+    return os.urandom(16).hex()
+
+
 def state_files(state_dir: str) -> list[str]:
     """The files buildpipe keeps in `state_dir`: no rule may write them."""
     db = os.path.join(state_dir, DB_NAME)
-    return [db, db + "-wal", db + "-shm", db + "-journal", os.path.join(state_dir, LOCK_NAME)]
+    lock = os.path.join(state_dir, LOCK_NAME)
+    return [db, db + "-wal", db + "-shm", db + "-journal", lock, lock + EPOCH_SUFFIX]
 
 
 def _alive(pid: int) -> bool:
@@ -104,11 +108,16 @@ class Lock:
     """An exclusive flock on `.buildpipe/lock`, holding the owner's pid.
 
     The kernel drops it when the holder dies, however it dies, so it never outlives a killed build.
+    Each holder leaves a new random *epoch* in `lock.epoch` as soon as it has the lock, before it
+    touches anything: one who held the lock, let go and takes it again knows whether anyone else
+    held it meanwhile (`seen` differs from the `epoch` it left).
     """
 
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, LOCK_NAME)
         self.fd = -1
+        self.seen = ""  # the epoch found on taking the lock
+        self.epoch = ""  # the epoch left on taking it
 
     def acquire(self, on_wait: Callable[[str], None] | None = None) -> None:
         try:
@@ -127,6 +136,24 @@ class Lock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        path = self.path + EPOCH_SUFFIX
+        try:
+            with open(path, "rb") as f:
+                self.seen = f.read(64).decode("ascii", "replace")
+        except OSError:
+            self.seen = ""
+        self.epoch = os.urandom(16).hex()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            try:
+                os.write(fd, self.epoch.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            self.epoch = ""  # no epoch: nobody can rely on this holder having been alone
 
     def _try(self, fd: int) -> bool:
         try:
@@ -156,6 +183,13 @@ class Lock:
         """Descriptors a forked worker must close, so the lock dies with this process."""
         return [self.fd] if self.fd >= 0 else []
 
+    def hand_over(self) -> None:
+        """Close this process's descriptor only: a forked child that shares it keeps the lock until
+        it exits (`proof`'s helper)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def release(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
@@ -169,6 +203,7 @@ class Store:
     def __init__(self, path: str, readonly: bool = False, load: bool = True) -> None:
         self.path = path
         self.loaded = False
+        self.generation: str | None = None  # see meta 'generation'; None: no proof can hold
         self.readonly = readonly  # without the lock: look, never write
         self.files: dict[str, bytes] = {}  # path -> packed file record
         self.rules: dict[str, bytes] = {}  # rule id -> packed rule record
@@ -241,7 +276,6 @@ class Store:
             db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")  # in memory
             db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
-            db.execute(PROOF_TABLE)
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
             return
         if "meta" not in tables:
@@ -249,19 +283,19 @@ class Store:
             db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
             db.execute("CREATE TABLE IF NOT EXISTS snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE IF NOT EXISTS journal(seq INTEGER PRIMARY KEY, data BLOB)")
-            db.execute(PROOF_TABLE.replace("TABLE", "TABLE IF NOT EXISTS"))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', ?)", (_new_generation(),))
             db.execute("COMMIT")
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         found = row[0] if row else "none"
-        if found == "3" and not self.readonly:  # the same records, without proofs: add the table
+        if found == "3" and not self.readonly:  # the same records, without a generation: add it
             db.execute("BEGIN IMMEDIATE")
-            db.execute(PROOF_TABLE.replace("TABLE", "TABLE IF NOT EXISTS"))
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', ?)", (_new_generation(),))
             db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA),))
             db.execute("COMMIT")
-            return
+            found = str(SCHEMA)
         if found == "3":
-            return  # read as it is: a reader finds no proof
+            return  # read as it is: no generation, so no proof holds
         if found.isdigit() and int(found) < SCHEMA:
             # Recorded by an older buildpipe: only a cache of what was built, so start afresh.
             self.note = (
@@ -279,16 +313,22 @@ class Store:
                 db.execute(f'DROP TABLE "{name}"')
             db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
-            db.execute(PROOF_TABLE)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (_new_generation(),))
             db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA),))
             db.execute("COMMIT")
-            return
+            return self._read_generation()
+        if found == str(SCHEMA):
+            return self._read_generation()
         if found != str(SCHEMA):
             raise StoreError(
                 f"the state database {self.path} has schema {found}, this buildpipe reads schema "
                 f"{SCHEMA}; delete {os.path.dirname(self.path)} to start afresh (the next build "
                 "reruns every rule it needs)"
             )
+
+    def _read_generation(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        self.generation = row[0] if row else None
 
     def _load(self) -> None:
         """Snapshot, then the journal on top, read in one transaction: a consistent view."""
@@ -333,7 +373,8 @@ class Store:
         self._dirty_files[path] = rec
 
     def drop_file(self, path: str) -> None:
-        if self.files.pop(path, None) is not None or path in self._dirty_files:
+        # Unloaded, the store cannot tell whether it holds an entry: drop it all the same.
+        if self.files.pop(path, None) is not None or path in self._dirty_files or not self.loaded:
             self._dirty_files[path] = None
 
     def put_rule(self, rule_id: str, raw: bytes) -> None:
@@ -342,7 +383,7 @@ class Store:
         self._dirty_rules[rule_id] = raw
 
     def drop_rule(self, rule_id: str) -> None:
-        if self.rules.pop(rule_id, None) is not None or rule_id in self._dirty_rules:
+        if self.rules.pop(rule_id, None) is not None or rule_id in self._dirty_rules or not self.loaded:
             self._dirty_rules[rule_id] = None
 
     @property
@@ -373,30 +414,16 @@ class Store:
             return
         data = marshal.dumps((self._dirty_files, self._dirty_rules), 4)
         statements: list[tuple[str, tuple]] = [("INSERT INTO journal(data) VALUES (?)", (data,))]
+        generation = self.generation
         if self._dirty_rules:  # what any proof rested on has changed
-            statements.append(("DELETE FROM proof", ()))
+            generation = _new_generation()
+            statements.append(("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,)))
         self._write(statements)
+        self.generation = generation
         self._dirty_files = {}
         self._dirty_rules = {}
         self._journal_bytes += len(data)
         self._journal_rows += 1
-
-    # -- proofs (see `proof`) -----------------------------------------------------------------------
-
-    def proof_token(self, key: str) -> bytes | None:
-        """The token of the proof stored for `key` now, None if there is none."""
-        try:
-            row = self.db.execute("SELECT token FROM proof WHERE key=?", (key,)).fetchone()
-        except sqlite3.Error:
-            return None
-        return row[0] if row else None
-
-    def write_proof(self, key: str, data: bytes) -> None:
-        """Store a proof for `key` under a fresh token, after the pending changes."""
-        self.flush()
-        if self.readonly:
-            return
-        self._write([("INSERT OR REPLACE INTO proof VALUES (?, ?, ?)", (key, os.urandom(16), data))])
 
     def compact(self) -> None:
         """Fold the journal into a new snapshot, written a chunk at a time (bounded extra memory)."""
@@ -428,7 +455,13 @@ class Store:
     def close(self) -> None:
         """Flush; fold a long journal into the snapshot; close. Only the lock holder may call it."""
         try:
+            appended = self.pending
             self.flush()
+            if not self.loaded and appended and not self.readonly:
+                # Built without loading (see `proof`): fold the journal once it has grown long.
+                row = self.db.execute("SELECT count(*) FROM journal").fetchone()
+                if row[0] > 64:
+                    self.load()
             if self.loaded and (
                 self._journal_rows > 64 or self._journal_bytes > self._snapshot_bytes // 4
             ):
@@ -437,31 +470,9 @@ class Store:
             self.db.close()
 
 
-def read_proof(state_dir: str, key: str) -> tuple[bytes, bytes] | None:
-    """The (token, data) of the proof stored for `key`, read without the lock; None if there is
-    none or it cannot be read (the build then decides everything itself)."""
-    path = os.path.join(state_dir, DB_NAME)
-    if not os.path.exists(path):
-        return None
-    import urllib.parse
-
-    try:
-        db = sqlite3.connect(
-            "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True, timeout=1,
-            isolation_level=None,
-        )
-        try:
-            row = db.execute("SELECT token, data FROM proof WHERE key=?", (key,)).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return None
-    return (row[0], row[1]) if row else None
-
-
 def open_state(
     state_dir: str, on_wait: Callable[[str], None] | None = None, lock: bool = True,
-    load: bool = True, held: Lock | None = None,
+    load: bool = True,
 ) -> tuple[Store, Lock]:
     """Create `state_dir` if needed, take the lock (waiting for another build), open the store.
 
@@ -472,8 +483,8 @@ def open_state(
             os.makedirs(state_dir, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the state directory {state_dir}: {e.strerror}")
-    the_lock = held or Lock(state_dir)
-    if lock and held is None:
+    the_lock = Lock(state_dir)
+    if lock:
         try:
             the_lock.acquire(on_wait)
         except OSError as e:

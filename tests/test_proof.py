@@ -29,8 +29,8 @@ def _make(root, count: int) -> tuple[list[str], proof.Proof]:
         paths.append(p)
     for p in paths:
         records.append(file_record(stat_path(p), digest_path(p), time.time_ns()))
-    data = proof.Proof.pack(b"g" * 16, paths, records)
-    return paths, proof.Proof(b"token", data)
+    data = proof.Proof.pack("generation", b"g" * 16, paths, records)
+    return paths, proof.Proof(data)
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +70,7 @@ def test_an_untrusted_record_is_hashed_and_a_same_content_file_counts_as_touched
     paths, pf = _make(tmp_path, 3)
     records = bytearray(pf.records)
     records[proof.RECORD + 48] = 0  # the second file's record was racy when written
-    pf = proof.Proof(b"t", proof.Proof.pack(pf.graph, paths, [bytes(records)]))
+    pf = proof.Proof(pf.repack("generation", bytes(records)))
     found = proof.Check(pf).result()
     assert found is not None and list(found.touched) == [paths[1]] and not found.changed
     assert found.touched[paths[1]][48] == 1  # recorded long after its mtime: trusted now
@@ -104,24 +104,31 @@ def test_closing_an_unread_check_stops_its_helper(tmp_path):
         os.waitpid(pid, os.WNOHANG)
 
 
-def test_a_damaged_proof_is_not_started(tmp_path):
-    db = tmp_path / "state.db"
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    con.execute(proof_table())
-    con.execute("INSERT INTO proof VALUES ('k', x'01', x'00ff')")
-    con.commit()
-    con.close()
-    assert proof.start(str(tmp_path), "k") is None
-    assert proof.start(str(tmp_path), "other") is None
+def test_a_proof_is_written_whole_and_a_damaged_one_is_not_started(tmp_path):
+    paths, pf = _make(tmp_path, 4)
+    state = tmp_path / "state"
+    state.mkdir()
+    proof.write(str(state), "k", pf.repack("gen", pf.records))
+    again = proof.read(str(state), "k")
+    assert again is not None and again.paths == paths and again.records == pf.records
+    assert again.generation == "gen" and [p.name for p in state.iterdir()] == ["proof-k"]
+    check = proof.start(str(state), "k")
+    assert check is not None and check.result() is not None
+    whole = (state / "proof-k").read_bytes()
+    for damaged in (whole[:-1], whole[:10], b"", b"\x00\xff"):
+        (state / "proof-k").write_bytes(damaged)
+        assert proof.start(str(state), "k") is None
+    assert proof.start(str(state), "other") is None
     assert proof.start(str(tmp_path / "none"), "k") is None
 
 
-def proof_table() -> str:
-    from buildpipe.store import PROOF_TABLE
-
-    return PROOF_TABLE
+def test_only_the_latest_proofs_are_kept(tmp_path):
+    for k in range(proof.KEEP + 5):
+        proof.write(str(tmp_path), f"k{k}", b"data")
+        t = time.time_ns() - (100 - k) * 10**9  # each one newer than the last
+        os.utime(tmp_path / f"proof-k{k}", ns=(t, t))
+    kept = sorted(int(p.name[len("proof-k") :]) for p in tmp_path.iterdir())
+    assert kept == list(range(proof.KEEP + 5))[-proof.KEEP :]
 
 
 def test_the_audit_hook_sees_writes_and_processes_but_not_reads(tmp_path):
@@ -145,3 +152,72 @@ def test_the_audit_hook_sees_writes_and_processes_but_not_reads(tmp_path):
     proof.watch_writes(False)
     (tmp_path / "h.txt").write_text("not watched")
     assert proof.watch_writes(False) is False
+
+
+def test_a_store_written_without_loading_folds_a_long_journal_on_close(tmp_path):
+    import sqlite3
+
+    from buildpipe.store import Store
+
+    db = str(tmp_path / "state.db")
+    Store(db).close()
+    for k in range(70):
+        s = Store(db, load=False)
+        s.put_rule(f"r{k}", b"x" * 70)
+        s.close()
+        rows = sqlite3.connect(db).execute("SELECT count(*) FROM journal").fetchone()[0]
+        assert rows == (k + 1 if k < 64 else k - 64), k  # folded when it passed 64 rows
+    s = Store(db)
+    assert len(s.rules) == 70 and s.rules["r69"] == b"x" * 70
+    s.close()
+
+
+def test_the_helper_stops_where_the_build_has_taken_over(tmp_path):
+    """The helper publishes only its own progress: the build's claim (the lowest file it took)
+    is never overwritten, so the two meet instead of the helper scanning everything."""
+    paths, pf = _make(tmp_path, 60)
+    for p in paths:
+        with open(p, "a") as f:
+            f.write("changed\n")
+    check = object.__new__(proof.Check)
+    check.proof = pf
+    check.shared = bytearray(proof._progress.size)
+    proof._progress.pack_into(check.shared, 0, 0, 20)  # the build took files 20 and up
+    found = check._forwards()
+    assert sorted(found) == list(range(20))
+    assert proof._progress.unpack_from(check.shared) == (20, 20)
+
+
+def test_a_proof_of_the_wrong_shape_is_ignored(tmp_path):
+    import marshal
+
+    for data in (
+        marshal.dumps((b"\0" * 16, 5, b"\0" * 49)),
+        marshal.dumps(("g", b"\0" * 16, 5, b"\0" * 49)),
+        marshal.dumps(("g", b"\0" * 15, b"a", b"\0" * 49)),
+        marshal.dumps(("g", b"\0" * 16, b"a\0b", b"\0" * 49)),
+        marshal.dumps(["g"]),
+    ):
+        (tmp_path / "proof-k").write_bytes(data)
+        check = proof.start(str(tmp_path), "k")
+        assert check is None or check.result() is None
+
+
+def test_from_python_a_usage_error_leaves_no_lock_or_helper_behind(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "Pipefile.py").write_text(
+        "from buildpipe import rule\n"
+        "def copy(output, inputs):\n    output.write_text(inputs[0].read_text())\n"
+        'rule("b.txt", ["a.txt"], copy)\n'
+    )
+    script = (
+        "from buildpipe.cli import main\n"
+        "assert main(['build', '-q']) == 0\n"
+        "assert main(['build', '-q', '-j', '0']) == 2\n"
+        "assert main(['build', '-q']) == 0\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, timeout=60, capture_output=True)
+    assert done.returncode == 0, done.stderr
