@@ -244,7 +244,8 @@ class Project:
             if lock.epoch:
                 self.proof_check = Check(proof)
                 self.proof_check.epoch = lock.epoch
-                watch_writes(True)
+                if not self.proof_check.watching:  # no inotify: Python's own reports only
+                    watch_writes(True)
         finally:
             lock.hand_over()
 
@@ -255,7 +256,7 @@ class Project:
         try:
             registry = load(path)
         finally:
-            if self.proof_check is not None:
+            if self.proof_check is not None and not self.proof_check.watching:
                 from .proof import watch_writes
 
                 if watch_writes(False):  # the Pipefile wrote files or started processes

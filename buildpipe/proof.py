@@ -132,12 +132,13 @@ class Proof:
     files (in a fixed order) and their records, RECORD bytes each."""
 
     def __init__(self, data: bytes) -> None:
-        self.generation, self.graph, self._paths, self.records = marshal.loads(data)
+        self.generation, self.graph, self._paths, self.records, self.dirs = marshal.loads(data)
         self.count = len(self.records) // RECORD
         if (
             type(self.generation) is not str
             or type(self._paths) is not bytes
             or type(self.records) is not bytes
+            or type(self.dirs) is not list
             or len(self.records) != RECORD * self.count
             or len(self.graph) != DIGEST_SIZE
         ):
@@ -158,11 +159,12 @@ class Proof:
 
     def repack(self, generation: str, records: bytes) -> bytes:
         """This proof with new records for the same files."""
-        return marshal.dumps((generation, self.graph, self._paths, records))
+        return marshal.dumps((generation, self.graph, self._paths, records, self.dirs))
 
     @staticmethod
     def pack(generation: str, graph: bytes, paths: list[str], records: list[bytes]) -> bytes:
-        return marshal.dumps((generation, graph, "\0".join(paths).encode(*_ENC), b"".join(records)))
+        dirs = sorted({os.path.dirname(p) or "." for p in paths})  # watched while it is checked
+        return marshal.dumps((generation, graph, "\0".join(paths).encode(*_ENC), b"".join(records), dirs))
 
 
 def _file(state_dir: str, key: str) -> str:
@@ -206,6 +208,75 @@ def write(state_dir: str, key: str, data: bytes) -> None:
                 os.unlink(e.path)
             except OSError:
                 pass
+
+
+class _Watch:
+    """inotify on the directories of a proof's files, from before the helper's first stat until the
+    build has the answer: whatever changes a file meanwhile - the Pipefile, a C extension it calls,
+    a process it starts, anyone - names it, and it is examined again. None of this on a system
+    without inotify, or beyond its limits: `ok` is then False."""
+
+    # IN_MODIFY IN_ATTRIB IN_CLOSE_WRITE IN_MOVED_FROM IN_MOVED_TO IN_CREATE IN_DELETE
+    # IN_DELETE_SELF IN_MOVE_SELF, and IN_ONLYDIR
+    MASK = 0x002 | 0x004 | 0x008 | 0x040 | 0x080 | 0x100 | 0x200 | 0x400 | 0x800 | 0x01000000
+    LOST = 0x4000 | 0x400 | 0x800 | 0x8000  # IN_Q_OVERFLOW, a directory deleted or moved, IN_IGNORED
+
+    def __init__(self, dirs: list[str]) -> None:
+        self.fd = -1
+        self.dirs: dict[int, str] = {}
+        self.ok = False
+        if not sys.platform.startswith("linux"):
+            return
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if self.fd < 0:
+                return
+            add = libc.inotify_add_watch
+            for d in dirs:
+                wd = add(self.fd, os.fsencode(d), self.MASK)
+                if wd < 0:
+                    if ctypes.get_errno() == 2:  # the directory is gone: its files are changed
+                        continue
+                    return self.close()  # over the limit of watches, say
+                self.dirs[wd] = d
+        except (OSError, AttributeError):
+            return self.close()
+        self.ok = True
+
+    def changed(self) -> set[str] | None:
+        """The paths named by events since the start; None if some were lost (queue overflow, a
+        watched directory deleted or moved): then nothing the helper saw can be relied on."""
+        if not self.ok:
+            return None
+        names: set[str] = set()
+        event = struct.Struct("iIII")
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return names
+            except OSError:
+                return None
+            at = 0
+            while at + event.size <= len(data):
+                wd, mask, _, length = event.unpack_from(data, at)
+                at += event.size
+                name = data[at : at + length].rstrip(b"\0")
+                at += length
+                if mask & self.LOST:
+                    return None
+                d = self.dirs.get(wd)
+                if d is not None and name:
+                    names.add(os.fsdecode(name) if d == "." else d + "/" + os.fsdecode(name))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.ok = False
 
 
 class Changes:
@@ -260,6 +331,7 @@ class Check:
         self.proof = proof
         self.pid = -1
         self.epoch = ""  # the lock's epoch while the helper holds it (see store.Lock)
+        self.watch = _Watch(proof.dirs)  # before the first stat
         n = proof.count
         try:
             self.shared = mmap.mmap(-1, _progress.size)
@@ -346,6 +418,16 @@ class Check:
             return None
         found.update(mine)
         proof, changes = self.proof, Changes()
+        if self.watch.ok:  # files changed since the helper looked are looked at again
+            events = self.watch.changed()
+            self.watch.close()
+            if events is None:
+                return None
+            if events:
+                index = {p: k for k, p in enumerate(proof.paths) if p in events}
+                for k in index.values():
+                    found.pop(k, None)
+                    _examine(proof.paths, proof.records, k, k + 1, found)
         for k, rec in found.items():
             path = proof.paths[k]
             if rec is not None and rec[STAT_END:DIGEST_END] == proof.digest(k):
@@ -354,8 +436,15 @@ class Check:
                 changes.changed[path] = rec
         return changes
 
+    @property
+    def watching(self) -> bool:
+        """Whether every change made while the Pipefile runs will be seen (else the audit hook
+        is all there is)."""
+        return self.watch.ok
+
     def close(self) -> None:
         """Stop the helper if its answer is not wanted."""
+        self.watch.close()
         if self.pid > 0:
             try:
                 os.kill(self.pid, signal.SIGKILL)

@@ -328,6 +328,9 @@ class Store:
 
     def _read_generation(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        if row is None and not self.readonly:  # lost somehow: any new one will do
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', ?)", (_new_generation(),))
+            row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         self.generation = row[0] if row else None
 
     def _load(self) -> None:

@@ -217,6 +217,37 @@ rule("out/gen.txt", ["src/gen.txt"], upper)
         assert project.read("out/gen.txt") == f"GENERATION {n}\n"
 
 
+def test_given_a_pipefile_whose_database_writes_python_does_not_report_then_every_build_sees_them(project):
+    project.pipefile("""
+import sqlite3
+db = sqlite3.connect("data.db")
+db.execute("CREATE TABLE IF NOT EXISTS t(x)")
+db.execute("INSERT INTO t VALUES (1)")
+db.commit()
+db.close()
+def count(output, inputs):
+    log(output)
+    output.write_text(str(sqlite3.connect(inputs[0]).execute("SELECT count(*) FROM t").fetchone()[0]))
+rule("out/count.txt", ["data.db"], count)
+""")
+    for n in range(1, 5):
+        assert project.build().ran == ["out/count.txt"]
+        assert project.read("out/count.txt") == str(n)
+
+
+def test_given_a_source_changed_by_another_process_while_the_pipefile_runs_then_it_is_seen(built):
+    built.pipefile('MARK = "-"\n' + PIPEFILE + """
+import subprocess
+if Path("edit-me").exists():  # a background process edits a source while this file runs
+    subprocess.run(["sh", "-c", "sleep 0.3; echo late > src/c.txt"])
+    time.sleep(0.1)
+""")
+    assert built.build("all").ran == []
+    built.write("edit-me", "")
+    assert built.build("all").ran == ["out/c.txt", "out/all.txt"]
+    assert built.read("out/all.txt") == "A\nB\n-LATE\n"
+
+
 def test_given_a_cleaned_target_then_its_rules_run_again(built):
     built.run("clean", "out/ab.txt")  # and what it needs
     assert sorted(built.build("all").ran) == ["out/a.txt", "out/ab.txt", "out/b.txt"]  # cut off

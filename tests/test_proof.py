@@ -221,3 +221,25 @@ def test_from_python_a_usage_error_leaves_no_lock_or_helper_behind(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, timeout=60, capture_output=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_watch_names_files_changed_below_python_and_loses_nothing_silently(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("a")
+    watch = proof._Watch(["d", "."])
+    if not watch.ok:
+        pytest.skip("no inotify here")
+    assert watch.changed() == set()
+    db = sqlite3.connect("d/db")  # written by SQLite's C code: no audit event
+    db.execute("CREATE TABLE t(x)")
+    db.commit()
+    db.close()
+    os.utime("d/a.txt")
+    (tmp_path / "top.txt").write_text("x")
+    assert {"d/db", "d/a.txt", "top.txt"} <= watch.changed()
+    os.rename("d", "e")  # the watched directory moved: nothing seen there can be trusted
+    assert watch.changed() is None
+    watch.close()
