@@ -297,13 +297,13 @@ class Build:
             write_proof(state_dir, key, proof.repack(generation, bytes(patched)))
             return
         paths = self._proof_paths(wanted)
-        records = []
+        records = bytearray()
         for p in paths:
             rec = record(p, None)
             if rec is None:
                 return
-            records.append(rec)
-        write_proof(state_dir, key, Proof.pack(generation, graph_fp, paths, records))
+            records += rec
+        write_proof(state_dir, key, Proof.pack(generation, graph_fp, paths, bytes(records)))
 
     def _refresh_proof(self, proof: Proof, changes: Changes) -> None:
         """Nothing changed but some stats: keep the proof, with the files' new records (the store

@@ -336,6 +336,8 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
 
     try:
         jobs = _jobs(args, project.settings)
+        if project.proof_check is not None:
+            project.proof_check.result()  # its helper holds the lock until it has finished
         store, lock = _open_state(project, waiting, lock=not dry_run, load=project.proof_key is None)
     except BaseException:
         project.close()

@@ -129,17 +129,18 @@ def declarations(graph: Graph, wanted: list[int], action_fp: Callable[[Any], byt
 
 class Proof:
     """A stored proof, unpacked: the store generation it holds for, the declarations digest, the
-    files (in a fixed order) and their records, RECORD bytes each."""
+    directories of its files, the files (NUL-separated, in a fixed order) and their records, RECORD
+    bytes each."""
 
-    def __init__(self, data: bytes) -> None:
-        self.generation, self.graph, self._paths, self.records, self.dirs = marshal.loads(data)
-        self.count = len(self.records) // RECORD
+    def __init__(self, meta: tuple, paths: bytes, records: bytes) -> None:
+        self.generation, self.graph, self.dirs = meta
+        self._paths, self.records = paths, records
+        self.count = len(records) // RECORD
         if (
             type(self.generation) is not str
-            or type(self._paths) is not bytes
-            or type(self.records) is not bytes
+            or type(self.graph) is not bytes
             or type(self.dirs) is not list
-            or len(self.records) != RECORD * self.count
+            or len(records) != RECORD * self.count
             or len(self.graph) != DIGEST_SIZE
         ):
             raise ValueError("a proof of the wrong shape")
@@ -157,14 +158,26 @@ class Proof:
     def digest(self, k: int) -> bytes:
         return self.records[k * RECORD + STAT_END : k * RECORD + DIGEST_END]
 
-    def repack(self, generation: str, records: bytes) -> bytes:
-        """This proof with new records for the same files."""
-        return marshal.dumps((generation, self.graph, self._paths, records, self.dirs))
+    def repack(self, generation: str, records: bytes) -> list[bytes]:
+        """This proof with new records for the same files, as `write` takes it."""
+        return _parts((generation, self.graph, self.dirs), self._paths, records)
 
     @staticmethod
-    def pack(generation: str, graph: bytes, paths: list[str], records: list[bytes]) -> bytes:
+    def pack(generation: str, graph: bytes, paths: list[str], records: bytes) -> list[bytes]:
         dirs = sorted({os.path.dirname(p) or "." for p in paths})  # watched while it is checked
-        return marshal.dumps((generation, graph, "\0".join(paths).encode(*_ENC), b"".join(records), dirs))
+        return _parts((generation, graph, dirs), "\0".join(paths).encode(*_ENC), records)
+
+
+# A proof file: this header (a tag, then the sizes of the three parts), the marshalled
+# (generation, graph, dirs), the paths, the records. The large parts are read and written as they
+# are, without a copy into or out of one large object.
+_HEADER = struct.Struct("<8sQQQ")
+_TAG = b"bpproof1"
+
+
+def _parts(meta: tuple, paths: bytes, records: bytes) -> list[bytes]:
+    head = marshal.dumps(meta)
+    return [_HEADER.pack(_TAG, len(head), len(paths), len(records)), head, paths, records]
 
 
 def _file(state_dir: str, key: str) -> str:
@@ -178,18 +191,23 @@ def read(state_dir: str, key: str) -> Proof | None:
     """The proof stored for `key`, or None if there is none or it cannot be read whole."""
     try:
         with open(_file(state_dir, key), "rb") as f:
-            return Proof(f.read())
+            tag, *sizes = _HEADER.unpack(f.read(_HEADER.size))
+            parts = [f.read(n) for n in sizes]
+            if tag != _TAG or [len(p) for p in parts] != sizes or f.read(1):
+                return None
+        return Proof(marshal.loads(parts[0]), parts[1], parts[2])
     except Exception:  # absent, unreadable or damaged: decide everything instead
         return None
 
 
-def write(state_dir: str, key: str, data: bytes) -> None:
+def write(state_dir: str, key: str, parts: list[bytes]) -> None:
     """Store a proof (whole or not at all: written aside, then renamed over the old one)."""
     path = _file(state_dir, key)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
     except OSError:
         try:
@@ -221,10 +239,11 @@ class _Watch:
     MASK = 0x002 | 0x004 | 0x008 | 0x040 | 0x080 | 0x100 | 0x200 | 0x400 | 0x800 | 0x01000000
     LOST = 0x4000 | 0x400 | 0x800 | 0x8000  # IN_Q_OVERFLOW, a directory deleted or moved, IN_IGNORED
 
-    def __init__(self, dirs: list[str]) -> None:
+    def __init__(self) -> None:
         self.fd = -1
         self.dirs: dict[int, str] = {}
         self.ok = False
+        self._add = None
         if not sys.platform.startswith("linux"):
             return
         try:
@@ -232,19 +251,25 @@ class _Watch:
 
             libc = ctypes.CDLL(None, use_errno=True)
             self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if self.fd < 0:
-                return
-            add = libc.inotify_add_watch
-            for d in dirs:
-                wd = add(self.fd, os.fsencode(d), self.MASK)
-                if wd < 0:
-                    if ctypes.get_errno() == 2:  # the directory is gone: its files are changed
-                        continue
-                    return self.close()  # over the limit of watches, say
-                self.dirs[wd] = d
+            self._add = libc.inotify_add_watch
         except (OSError, AttributeError):
             return self.close()
-        self.ok = True
+        self.ok = self.fd >= 0
+
+    def arm(self, dirs: list[str]) -> dict[int, str] | None:
+        """Watch `dirs` (in the helper, before its first stat: adding a watch costs the kernel a
+        walk over the directory's cached entries). Returns the directory of each watch, or None
+        if one cannot be added (over the limit of watches, say)."""
+        import ctypes
+
+        for d in dirs:
+            wd = self._add(self.fd, os.fsencode(d), self.MASK)  # type: ignore[misc]
+            if wd < 0:
+                if ctypes.get_errno() == 2:  # the directory is gone: its files are changed
+                    continue
+                return None
+            self.dirs[wd] = d
+        return self.dirs
 
     def changed(self) -> set[str] | None:
         """The paths named by events since the start; None if some were lost (queue overflow, a
@@ -321,6 +346,9 @@ CHUNK = 512  # files examined between two looks at where the other side has got 
 _progress = struct.Struct("<qq")  # the helper's next file; the lowest file the parent has taken
 
 
+_PENDING = object()
+
+
 class Check:
     """A forked helper checks a proof's files from the first on while the Pipefile runs; once the
     build has its graph it takes files from the last one down until the two meet (a few may be
@@ -331,7 +359,8 @@ class Check:
         self.proof = proof
         self.pid = -1
         self.epoch = ""  # the lock's epoch while the helper holds it (see store.Lock)
-        self.watch = _Watch(proof.dirs)  # before the first stat
+        self._result: object = _PENDING
+        self.watch = _Watch()  # armed by the helper, before its first stat
         n = proof.count
         try:
             self.shared = mmap.mmap(-1, _progress.size)
@@ -353,7 +382,8 @@ class Check:
             code = 1
             try:
                 os.close(self.r)
-                data = marshal.dumps(self._forwards())
+                armed = self.watch.arm(proof.dirs) if self.watch.ok else {}
+                data = marshal.dumps((armed, self._forwards() if armed is not None else {}))
                 view = memoryview(data)
                 while view:
                     view = view[os.write(w, view) :]
@@ -389,6 +419,14 @@ class Check:
             low = first
 
     def result(self) -> Changes | None:
+        """Share what is left of the helper's work, then gather what it found (once; the helper
+        has exited, and let go of the lock, when this returns)."""
+        if self._result is not _PENDING:
+            return self._result  # type: ignore[return-value]
+        self._result = self._gather()
+        return self._result
+
+    def _gather(self) -> Changes | None:
         if self.pid <= 0:
             return None
         mine: dict[int, bytes | None] = {}
@@ -411,11 +449,12 @@ class Check:
                 pass
             self.pid = -1
         try:
-            found = marshal.loads(b"".join(chunks))
+            armed, found = marshal.loads(b"".join(chunks))
         except (EOFError, ValueError, TypeError):
             return None
-        if not ok or type(found) is not dict:
+        if not ok or type(found) is not dict or armed is None:
             return None
+        self.watch.dirs = armed
         found.update(mine)
         proof, changes = self.proof, Changes()
         if self.watch.ok:  # files changed since the helper looked are looked at again

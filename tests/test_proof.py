@@ -29,8 +29,13 @@ def _make(root, count: int) -> tuple[list[str], proof.Proof]:
         paths.append(p)
     for p in paths:
         records.append(file_record(stat_path(p), digest_path(p), time.time_ns()))
-    data = proof.Proof.pack("generation", b"g" * 16, paths, records)
-    return paths, proof.Proof(data)
+    return paths, _from(proof.Proof.pack("generation", b"g" * 16, paths, b"".join(records)))
+
+
+def _from(parts: list[bytes]) -> proof.Proof:
+    import marshal
+
+    return proof.Proof(marshal.loads(parts[1]), parts[2], parts[3])
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +75,7 @@ def test_an_untrusted_record_is_hashed_and_a_same_content_file_counts_as_touched
     paths, pf = _make(tmp_path, 3)
     records = bytearray(pf.records)
     records[proof.RECORD + 48] = 0  # the second file's record was racy when written
-    pf = proof.Proof(pf.repack("generation", bytes(records)))
+    pf = _from(pf.repack("generation", bytes(records)))
     found = proof.Check(pf).result()
     assert found is not None and list(found.touched) == [paths[1]] and not found.changed
     assert found.touched[paths[1]][48] == 1  # recorded long after its mtime: trusted now
@@ -124,7 +129,7 @@ def test_a_proof_is_written_whole_and_a_damaged_one_is_not_started(tmp_path):
 
 def test_only_the_latest_proofs_are_kept(tmp_path):
     for k in range(proof.KEEP + 5):
-        proof.write(str(tmp_path), f"k{k}", b"data")
+        proof.write(str(tmp_path), f"k{k}", [b"data"])
         t = time.time_ns() - (100 - k) * 10**9  # each one newer than the last
         os.utime(tmp_path / f"proof-k{k}", ns=(t, t))
     kept = sorted(int(p.name[len("proof-k") :]) for p in tmp_path.iterdir())
@@ -189,18 +194,20 @@ def test_the_helper_stops_where_the_build_has_taken_over(tmp_path):
 
 
 def test_a_proof_of_the_wrong_shape_is_ignored(tmp_path):
-    import marshal
-
-    for data in (
-        marshal.dumps((b"\0" * 16, 5, b"\0" * 49)),
-        marshal.dumps(("g", b"\0" * 16, 5, b"\0" * 49)),
-        marshal.dumps(("g", b"\0" * 15, b"a", b"\0" * 49)),
-        marshal.dumps(("g", b"\0" * 16, b"a\0b", b"\0" * 49)),
-        marshal.dumps(["g"]),
+    good = ("g", b"\0" * 16, ["."])
+    for meta, paths, records in (
+        ((b"\0" * 16, 5, ["."]), b"a", b"\0" * 49),
+        (("g", b"\0" * 15, ["."]), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, "."), b"a", b"\0" * 49),
+        (good, b"a\0b", b"\0" * 49),
+        (good, b"a", b"\0" * 48),
+        (["g"], b"a", b"\0" * 49),
     ):
-        (tmp_path / "proof-k").write_bytes(data)
+        proof.write(str(tmp_path), "k", proof._parts(meta, paths, records))  # type: ignore[arg-type]
         check = proof.start(str(tmp_path), "k")
         assert check is None or check.result() is None
+    proof.write(str(tmp_path), "k", proof._parts(good, b"a", b"\0" * 49))
+    assert proof.read(str(tmp_path), "k") is not None
 
 
 def test_from_python_a_usage_error_leaves_no_lock_or_helper_behind(tmp_path):
@@ -229,9 +236,10 @@ def test_the_watch_names_files_changed_below_python_and_loses_nothing_silently(t
     monkeypatch.chdir(tmp_path)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("a")
-    watch = proof._Watch(["d", "."])
+    watch = proof._Watch()
     if not watch.ok:
         pytest.skip("no inotify here")
+    assert watch.arm(["d", ".", "gone"]) is not None  # a directory that is gone is no watch
     assert watch.changed() == set()
     db = sqlite3.connect("d/db")  # written by SQLite's C code: no audit event
     db.execute("CREATE TABLE t(x)")
