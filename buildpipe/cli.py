@@ -231,8 +231,13 @@ class Project:
         proof = read(self.state_dir, self.proof_key or "")
         if proof is None:
             return
+        from .proof import INLINE, Check
+
+        if proof.count <= INLINE:  # checked by the build itself, under its lock
+            self.proof_check = Check(proof, inline=True)
+            return
         from .console import warn
-        from .proof import Check, watch_writes
+        from .proof import watch_writes
         from .store import Lock
 
         lock = Lock(self.state_dir)
@@ -336,7 +341,7 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
 
     try:
         jobs = _jobs(args, project.settings)
-        if project.proof_check is not None:
+        if project.proof_check is not None and not project.proof_check.inline:
             project.proof_check.result()  # its helper holds the lock until it has finished
         store, lock = _open_state(project, waiting, lock=not dry_run, load=project.proof_key is None)
     except BaseException:
@@ -344,7 +349,7 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
         raise
     check = project.proof_check
     project.proof_check = None  # the build's now
-    if check is not None and lock.seen != check.epoch:  # another build held the lock meanwhile
+    if check is not None and not check.inline and lock.seen != check.epoch:  # another build held it
         check.close()
         check = None
     proof = (project.proof_key, check) if project.proof_key is not None else None

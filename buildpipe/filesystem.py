@@ -65,7 +65,8 @@ def is_racy(mtime_ns: int, recorded_ns: int) -> bool:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Protocol
+    from collections.abc import Callable
+    from typing import Any, NoReturn, Protocol
 
     class FileSystem(Protocol):
         def stat(self, path: str) -> Stat | None: ...
@@ -130,6 +131,20 @@ def _packed_stats(paths: list[str]) -> list[bytes | None]:
     return out
 
 
+def reply_and_exit(r: int, w: int, answer: Callable[[], Any]) -> NoReturn:
+    """In a forked helper: compute the answer, send it marshalled down `w`, vanish (no atexit, no
+    buffers flushed; exit status 1 if anything went wrong)."""
+    code = 1
+    try:
+        os.close(r)
+        view = memoryview(marshal.dumps(answer()))
+        while view:
+            view = view[os.write(w, view) :]
+        code = 0
+    finally:
+        os._exit(code)
+
+
 class _StatHelper:
     """A forked process that stats `paths` and sends back the marshalled list. Any trouble (no fork,
     the helper killed, a short read) yields None, and the caller stats the paths itself. It lives
@@ -155,17 +170,8 @@ class _StatHelper:
         finally:
             if self.pid != 0:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        if self.pid == 0:  # the helper: stat, send, vanish (no atexit, no buffers flushed)
-            code = 1
-            try:
-                os.close(self.r)
-                data = marshal.dumps(_packed_stats(paths))
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(w, view) :]
-                code = 0
-            finally:
-                os._exit(code)
+        if self.pid == 0:  # the helper
+            reply_and_exit(self.r, w, lambda: _packed_stats(paths))
         os.close(w)
 
     def result(self) -> list[bytes | None] | None:

@@ -35,6 +35,7 @@ from .filesystem import (
     digest_path,
     file_record,
     pack_stat,
+    reply_and_exit,
     stat_path,
 )
 from .store import DIGEST_SIZE
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 RECORD = 49  # bytes of a file record (filesystem.file_record)
+# Files up to which the build checks a proof itself, without a helper (the environment variable
+# is for the tests, which run both ways on small projects).
+INLINE = int(os.environ.get("BUILDPIPE_PROOF_INLINE", "2000"))
 _pack = STAT_RECORD.pack
 _ENC = ("utf-8", "surrogateescape")
 
@@ -239,12 +243,12 @@ class _Watch:
     MASK = 0x002 | 0x004 | 0x008 | 0x040 | 0x080 | 0x100 | 0x200 | 0x400 | 0x800 | 0x01000000
     LOST = 0x4000 | 0x400 | 0x800 | 0x8000  # IN_Q_OVERFLOW, a directory deleted or moved, IN_IGNORED
 
-    def __init__(self) -> None:
+    def __init__(self, start: bool = True) -> None:
         self.fd = -1
         self.dirs: dict[int, str] = {}
         self.ok = False
         self._add = None
-        if not sys.platform.startswith("linux"):
+        if not start or not sys.platform.startswith("linux"):
             return
         try:
             import ctypes
@@ -355,12 +359,17 @@ class Check:
     examined twice: either look is a true one). `result()` gives the Changes, or None if anything
     went wrong (the build then decides everything itself)."""
 
-    def __init__(self, proof: Proof) -> None:
+    def __init__(self, proof: Proof, inline: bool = False) -> None:
         self.proof = proof
         self.pid = -1
         self.epoch = ""  # the lock's epoch while the helper holds it (see store.Lock)
         self._result: object = _PENDING
-        self.watch = _Watch()  # armed by the helper, before its first stat
+        # A small proof is checked by the build itself, under its lock, once the Pipefile has run:
+        # no helper, no watch (forking and watching would cost more than the stat calls).
+        self.inline = inline
+        self.watch = _Watch(start=not inline)  # armed by the helper, before its first stat
+        if inline:
+            return
         n = proof.count
         try:
             self.shared = mmap.mmap(-1, _progress.size)
@@ -378,20 +387,14 @@ class Check:
             os.close(self.r)
             os.close(w)
             return
-        if self.pid == 0:  # the helper: examine, send, vanish (no atexit, no buffers flushed)
-            code = 1
-            try:
-                os.close(self.r)
-                armed = self.watch.arm(proof.dirs) if self.watch.ok else {}
-                data = marshal.dumps((armed, self._forwards() if armed is not None else {}))
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(w, view) :]
-                code = 0
-            finally:
-                os._exit(code)
+        if self.pid == 0:  # the helper
+            reply_and_exit(self.r, w, self._helper)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         os.close(w)
+
+    def _helper(self) -> tuple[dict[int, str] | None, dict[int, bytes | None]]:
+        armed = self.watch.arm(self.proof.dirs) if self.watch.ok else {}
+        return armed, self._forwards() if armed is not None else {}
 
     def _forwards(self) -> dict[int, bytes | None]:
         found: dict[int, bytes | None] = {}
@@ -427,6 +430,10 @@ class Check:
         return self._result
 
     def _gather(self) -> Changes | None:
+        if self.inline:
+            found: dict[int, bytes | None] = {}
+            _examine(self.proof.paths, self.proof.records, 0, self.proof.count, found)
+            return self._changes(found)
         if self.pid <= 0:
             return None
         mine: dict[int, bytes | None] = {}
@@ -456,7 +463,7 @@ class Check:
             return None
         self.watch.dirs = armed
         found.update(mine)
-        proof, changes = self.proof, Changes()
+        proof = self.proof
         if self.watch.ok:  # files changed since the helper looked are looked at again
             events = self.watch.changed()
             self.watch.close()
@@ -467,6 +474,11 @@ class Check:
                 for k in index.values():
                     found.pop(k, None)
                     _examine(proof.paths, proof.records, k, k + 1, found)
+        return self._changes(found)
+
+    def _changes(self, found: dict[int, bytes | None]) -> Changes:
+        """Sort what was found: the same digest under a new stat is a touch, anything else a change."""
+        proof, changes = self.proof, Changes()
         for k, rec in found.items():
             path = proof.paths[k]
             if rec is not None and rec[STAT_END:DIGEST_END] == proof.digest(k):
@@ -478,8 +490,8 @@ class Check:
     @property
     def watching(self) -> bool:
         """Whether every change made while the Pipefile runs will be seen (else the audit hook
-        is all there is)."""
-        return self.watch.ok
+        is all there is). An inline check looks only after the Pipefile has run."""
+        return self.inline or self.watch.ok
 
     def close(self) -> None:
         """Stop the helper if its answer is not wanted."""
