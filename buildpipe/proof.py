@@ -336,12 +336,9 @@ def _examine(paths: list[str], records: bytes, first: int, last: int,
             if vouches(now, at) and records[at + TRUSTED]:
                 continue
         recorded = time.time_ns()
-        st = stat_path(path)
-        if st is None or st[0] < 0:
-            found[k] = None
-            continue
-        try:
-            found[k] = file_record(st, digest_path(path), recorded)
+        try:  # gone, not a regular file, or unreadable: changed (the build says what is wrong)
+            st = stat_path(path)
+            found[k] = None if st is None or st[0] < 0 else file_record(st, digest_path(path), recorded)
         except OSError:
             found[k] = None
 

@@ -318,11 +318,11 @@ SOURCES = ["src/a.txt", "src/b.txt", "src/c.txt"]
 OUTPUTS = ["out/j1.txt", "out/j2.txt", "out/even.txt", "out/odd.txt", "out/both.txt", "out/sh.txt"]
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_a_random_walk_decides_with_a_proof_exactly_as_without(project, tmp_path, seed):
+@pytest.mark.parametrize("seed", [0])
+def test_a_random_walk_decides_with_a_proof_exactly_as_without(project, tmp_path, seed, checked):
     """The same edits in a twin project whose proofs are deleted before each build (so that it
     decides every rule): the same rules run and the outputs are the same bytes."""
-    rng = random.Random(seed)
+    rng = random.Random(f"{seed} {checked}")  # another walk each way
     twin = tmp_path / "twin"
     twin.mkdir()
     roots = (project.root, twin)
