@@ -501,9 +501,3 @@ class Check:
                 pass
             os.close(self.r)
             self.pid = -1
-
-
-def start(state_dir: str, key: str) -> Check | None:
-    """Read the proof stored for `key` and start checking its files; None if there is none."""
-    proof = read(state_dir, key)
-    return None if proof is None else Check(proof)

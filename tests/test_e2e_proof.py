@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -254,6 +255,21 @@ if Path("edit-me").exists():  # a background process edits a source while this f
     built.write("edit-me", "")
     assert built.build("all").ran == ["out/c.txt", "out/all.txt"]
     assert built.read("out/all.txt") == "A\nB\n-LATE\n"
+
+
+def test_given_a_proof_when_the_pipefile_breaks_or_is_interrupted_then_nothing_is_lost(built):
+    good = built.path("Pipefile.py").read_text()
+    built.path("Pipefile.py").write_text(good + "\nraise ValueError('broken')\n")
+    r = built.build("all", rc=2)
+    assert "ValueError: broken" in r.err
+    built.path("Pipefile.py").write_text(good + "\ntime.sleep(30)\n")
+    slow = built.spawn("build", "all")
+    time.sleep(1.0)  # the Pipefile is sleeping; its proof is being checked beside it
+    slow.signal(signal.SIGINT)
+    assert slow.wait().rc == 130
+    built.path("Pipefile.py").write_text(good)
+    r = built.build("all", "-v")  # the lock is free, the proof still holds
+    assert r.ran == [] and "against the last build's proof: 0 changed" in r.out
 
 
 def test_given_a_cleaned_target_then_its_rules_run_again(built):

@@ -32,6 +32,11 @@ def _make(root, count: int) -> tuple[list[str], proof.Proof]:
     return paths, _from(proof.Proof.pack("generation", b"g" * 16, paths, b"".join(records)))
 
 
+def _start(state_dir: str, key: str) -> proof.Check | None:
+    found = proof.read(state_dir, key)
+    return None if found is None else proof.Check(found)
+
+
 def _from(parts: list[bytes]) -> proof.Proof:
     import marshal
 
@@ -117,14 +122,14 @@ def test_a_proof_is_written_whole_and_a_damaged_one_is_not_started(tmp_path):
     again = proof.read(str(state), "k")
     assert again is not None and again.paths == paths and again.records == pf.records
     assert again.generation == "gen" and [p.name for p in state.iterdir()] == ["proof-k"]
-    check = proof.start(str(state), "k")
+    check = _start(str(state), "k")
     assert check is not None and check.result() is not None
     whole = (state / "proof-k").read_bytes()
     for damaged in (whole[:-1], whole[:10], b"", b"\x00\xff"):
         (state / "proof-k").write_bytes(damaged)
-        assert proof.start(str(state), "k") is None
-    assert proof.start(str(state), "other") is None
-    assert proof.start(str(tmp_path / "none"), "k") is None
+        assert _start(str(state), "k") is None
+    assert _start(str(state), "other") is None
+    assert _start(str(tmp_path / "none"), "k") is None
 
 
 def test_only_the_latest_proofs_are_kept(tmp_path):
@@ -204,7 +209,7 @@ def test_a_proof_of_the_wrong_shape_is_ignored(tmp_path):
         (["g"], b"a", b"\0" * 49),
     ):
         proof.write(str(tmp_path), "k", proof._parts(meta, paths, records))  # type: ignore[arg-type]
-        check = proof.start(str(tmp_path), "k")
+        check = _start(str(tmp_path), "k")
         assert check is None or check.result() is None
     proof.write(str(tmp_path), "k", proof._parts(good, b"a", b"\0" * 49))
     assert proof.read(str(tmp_path), "k") is not None
