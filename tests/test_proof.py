@@ -88,6 +88,14 @@ def test_an_untrusted_record_is_hashed_and_a_same_content_file_counts_as_touched
 
 def test_a_killed_helper_gives_no_answer(tmp_path, monkeypatch):
     paths, pf = _make(tmp_path, 50)
+    parent, examine = os.getpid(), proof._examine
+
+    def slow_in_the_helper(*args):  # so that it cannot finish before it is killed
+        if os.getpid() != parent:
+            time.sleep(30)
+        examine(*args)
+
+    monkeypatch.setattr(proof, "_examine", slow_in_the_helper)
     check = proof.Check(pf)
     os.kill(check.pid, signal.SIGKILL)
     assert check.result() is None
