@@ -184,6 +184,12 @@ class Graph:
             if not (rel == ".." or rel.startswith(".." + os.sep)):
                 exact[rel] = what
         prefixes = tuple(rel + os.sep for rel in exact)
+        # Outputs are almost never reserved: one search of them all, joined, says whether any may be.
+        joined = "\0" + "\0".join(self.producer) + "\0"
+        if not any(f"\0{p}" in joined for p in ("/", "..", *prefixes)) and not any(
+            f"\0{rel}\0" in joined for rel in exact
+        ):
+            return
         for r in self.rules:
             for o in r.outputs:
                 if o.startswith(("/", "..")):  # declared with allow_outside: compare in full
