@@ -247,7 +247,7 @@ class Project:
             return  # the build takes the lock later, and reports what is wrong
         try:
             if lock.epoch:
-                self.proof_check = Check(proof)
+                self.proof_check = Check(proof, holds=lock.fd)
                 self.proof_check.epoch = lock.epoch
                 if not self.proof_check.watching:  # no inotify: Python's own reports only
                     watch_writes(True)
@@ -342,7 +342,7 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
     try:
         jobs = _jobs(args, project.settings)
         if project.proof_check is not None and not project.proof_check.inline:
-            project.proof_check.result()  # its helper holds the lock until it has finished
+            project.proof_check.result()  # its helper holds the lock until it has looked
         store, lock = _open_state(project, waiting, lock=not dry_run, load=project.proof_key is None)
     except BaseException:
         project.close()

@@ -133,7 +133,8 @@ def _packed_stats(paths: list[str]) -> list[bytes | None]:
 
 def reply_and_exit(r: int, w: int, answer: Callable[[], Any]) -> NoReturn:
     """In a forked helper: compute the answer, send it marshalled down `w`, vanish (no atexit, no
-    buffers flushed; exit status 1 if anything went wrong)."""
+    buffers flushed; exit status 1 if anything went wrong). The answer ends when `w` and the
+    standard streams are closed, before the exit's own clean-up, which nobody need wait for."""
     code = 1
     try:
         os.close(r)
@@ -142,6 +143,11 @@ def reply_and_exit(r: int, w: int, answer: Callable[[], Any]) -> NoReturn:
             view = view[os.write(w, view) :]
         code = 0
     finally:
+        for fd in (w, 0, 1, 2):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         os._exit(code)
 
 

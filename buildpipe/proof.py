@@ -243,12 +243,12 @@ class _Watch:
     MASK = 0x002 | 0x004 | 0x008 | 0x040 | 0x080 | 0x100 | 0x200 | 0x400 | 0x800 | 0x01000000
     LOST = 0x4000 | 0x400 | 0x800 | 0x8000  # IN_Q_OVERFLOW, a directory deleted or moved, IN_IGNORED
 
-    def __init__(self, start: bool = True) -> None:
+    def __init__(self) -> None:
         self.fd = -1
         self.dirs: dict[int, str] = {}
         self.ok = False
         self._add = None
-        if not start or not sys.platform.startswith("linux"):
+        if not sys.platform.startswith("linux"):
             return
         try:
             import ctypes
@@ -317,13 +317,38 @@ class Changes:
         self.changed: dict[str, bytes | None] = {}
 
 
+BLOCK = 256  # files compared at once
+
+
 def _examine(paths: list[str], records: bytes, first: int, last: int,
              found: dict[int, bytes | None]) -> None:
     """Add to `found` the files among paths[first:last] whose stat does not vouch for their
-    recorded digest, each with its new record (None: missing or not a regular file)."""
+    recorded digest, each with its new record (None: missing or not a regular file).
+
+    The no-op's tightest loop: a block of files whose stats all equal their trusted records is
+    passed over in one comparison; a block with any difference is examined file by file."""
+    stat, pack = os.stat, _pack
+    for lo in range(first, last, BLOCK):
+        hi = min(lo + BLOCK, last)
+        a, b = lo * RECORD, hi * RECORD
+        try:
+            now = b"".join(
+                [pack(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in map(stat, paths[lo:hi])]
+            )
+        except (OSError, struct.error):
+            now = b""
+        if (
+            now != b"".join([records[at : at + STAT_END] for at in range(a, b, RECORD)])
+            or 0 in records[a + TRUSTED : b : RECORD]
+        ):
+            _examine_each(paths, records, lo, hi, found)
+
+
+def _examine_each(paths: list[str], records: bytes, first: int, last: int,
+                  found: dict[int, bytes | None]) -> None:
     stat, pack, vouches = os.stat, _pack, records.startswith
     at = first * RECORD - RECORD
-    for k, path in enumerate(paths[first:last], first):  # the no-op's tightest loop
+    for k, path in enumerate(paths[first:last], first):
         at += RECORD
         try:
             s = stat(path)
@@ -354,9 +379,15 @@ class Check:
     """A forked helper checks a proof's files from the first on while the Pipefile runs; once the
     build has its graph it takes files from the last one down until the two meet (a few may be
     examined twice: either look is a true one). `result()` gives the Changes, or None if anything
-    went wrong (the build then decides everything itself)."""
+    went wrong (the build then decides everything itself).
 
-    def __init__(self, proof: Proof, inline: bool = False) -> None:
+    The helper holds the lock (the descriptor `holds`) while it looks, and lets go as soon as it
+    has looked at its share: the Pipefile may run `pipe` itself. It then waits for the build to
+    ask, looks again at whatever the inotify events named meanwhile, answers and exits. It owns
+    the last reference to the inotify descriptor: closing one costs the kernel up to tens of
+    milliseconds (a grace period), which is spent in the helper, after it has answered."""
+
+    def __init__(self, proof: Proof, inline: bool = False, holds: int = -1) -> None:
         self.proof = proof
         self.pid = -1
         self.epoch = ""  # the lock's epoch while the helper holds it (see store.Lock)
@@ -364,14 +395,18 @@ class Check:
         # A small proof is checked by the build itself, under its lock, once the Pipefile has run:
         # no helper, no watch (forking and watching would cost more than the stat calls).
         self.inline = inline
-        self.watch = _Watch(start=not inline)  # armed by the helper, before its first stat
+        self._watching = inline
         if inline:
             return
+        _reap()
+        self.watch = _Watch()  # armed by the helper, before its first stat
         n = proof.count
         try:
             self.shared = mmap.mmap(-1, _progress.size)
             self.r, w = os.pipe()
+            self.ask, asked = os.pipe()[::-1]
         except OSError:
+            self.watch.close()
             return
         _progress.pack_into(self.shared, 0, 0, n)
         # Like the stat helper: Ctrl-C is the build's to handle; the helper only ends.
@@ -381,17 +416,38 @@ class Check:
             self.pid = os.fork()
         except OSError:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            os.close(self.r)
-            os.close(w)
+            for fd in (self.r, w, self.ask, asked):
+                os.close(fd)
+            self.watch.close()
             return
         if self.pid == 0:  # the helper
-            reply_and_exit(self.r, w, self._helper)
+            os.close(self.ask)
+            reply_and_exit(self.r, w, lambda: self._helper(holds, asked))
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         os.close(w)
+        os.close(asked)
+        self._watching = self.watch.ok
+        self.watch.close()  # not the last reference: the helper's is (see above)
 
-    def _helper(self) -> tuple[dict[int, str] | None, dict[int, bytes | None]]:
-        armed = self.watch.arm(self.proof.dirs) if self.watch.ok else {}
-        return armed, self._forwards() if armed is not None else {}
+    def _helper(self, holds: int, asked: int) -> tuple[bool, dict, list[int], dict]:
+        watch = self.watch
+        ok = watch.arm(self.proof.dirs) is not None if watch.ok else True
+        found = self._forwards() if ok else {}
+        if holds >= 0:
+            os.close(holds)  # lets go of the lock
+        os.read(asked, 1)  # the build has taken its share (or is gone: end of file)
+        looked: list[int] = []
+        again: dict[int, bytes | None] = {}
+        if ok and watch.ok:  # files changed since they were looked at are looked at again
+            events = watch.changed()
+            if events is None:
+                ok = False
+            elif events:
+                paths, records = self.proof.paths, self.proof.records
+                looked = [k for k, p in enumerate(paths) if p in events]
+                for k in looked:
+                    _examine(paths, records, k, k + 1, again)
+        return ok, found, looked, again
 
     def _forwards(self) -> dict[int, bytes | None]:
         found: dict[int, bytes | None] = {}
@@ -420,7 +476,7 @@ class Check:
 
     def result(self) -> Changes | None:
         """Share what is left of the helper's work, then gather what it found (once; the helper
-        has exited, and let go of the lock, when this returns)."""
+        has let go of the lock and answered when this returns)."""
         if self._result is not _PENDING:
             return self._result  # type: ignore[return-value]
         self._result = self._gather()
@@ -435,43 +491,37 @@ class Check:
             return None
         mine: dict[int, bytes | None] = {}
         chunks = []
-        ok = True
         try:
             self._backwards(mine)
+            os.write(self.ask, b".")
             while chunk := os.read(self.r, 1 << 20):
                 chunks.append(chunk)
         except BaseException as e:
-            ok = False
             os.kill(self.pid, signal.SIGKILL)  # not worth waiting for its answer
+            chunks = []
             if not isinstance(e, Exception):
                 raise
         finally:
-            os.close(self.r)
-            try:
-                ok = os.waitpid(self.pid, 0)[1] == 0 and ok
-            except ChildProcessError:  # SIGCHLD ignored: reaped already; the data tells
-                pass
-            self.pid = -1
-        try:
-            armed, found = marshal.loads(b"".join(chunks))
+            self._let_go()
+        try:  # a whole answer, or none: a helper that died mid-way left a truncated one
+            ok, found, looked, again = marshal.loads(b"".join(chunks))
         except (EOFError, ValueError, TypeError):
             return None
-        if not ok or type(found) is not dict or armed is None:
+        if ok is not True or type(found) is not dict or type(again) is not dict:
             return None
-        self.watch.dirs = armed
         found.update(mine)
-        proof = self.proof
-        if self.watch.ok:  # files changed since the helper looked are looked at again
-            events = self.watch.changed()
-            self.watch.close()
-            if events is None:
-                return None
-            if events:
-                index = {p: k for k, p in enumerate(proof.paths) if p in events}
-                for k in index.values():
-                    found.pop(k, None)
-                    _examine(proof.paths, proof.records, k, k + 1, found)
+        for k in looked:
+            found.pop(k, None)
+        found.update(again)
         return self._changes(found)
+
+    def _let_go(self) -> None:
+        """Done with the helper: it is reaped now if it has exited, else by a later Check."""
+        os.close(self.r)
+        os.close(self.ask)
+        _children.append(self.pid)
+        self.pid = -1
+        _reap()
 
     def _changes(self, found: dict[int, bytes | None]) -> Changes:
         """Sort what was found: the same digest under a new stat is a touch, anything else a change."""
@@ -488,16 +538,26 @@ class Check:
     def watching(self) -> bool:
         """Whether every change made while the Pipefile runs will be seen (else the audit hook
         is all there is). An inline check looks only after the Pipefile has run."""
-        return self.inline or self.watch.ok
+        return self._watching
 
     def close(self) -> None:
         """Stop the helper if its answer is not wanted."""
-        self.watch.close()
         if self.pid > 0:
             try:
                 os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
+            except ProcessLookupError:
                 pass
-            os.close(self.r)
-            self.pid = -1
+            self._let_go()
+
+
+_children: list[int] = []  # helpers that have answered or been killed, not yet reaped
+
+
+def _reap() -> None:
+    for pid in list(_children):
+        try:
+            done = os.waitpid(pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:  # reaped already (SIGCHLD ignored, say)
+            done = True
+        if done:
+            _children.remove(pid)

@@ -46,6 +46,7 @@ def _from(parts: list[bytes]) -> proof.Proof:
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     monkeypatch.setattr(proof, "CHUNK", 7)  # many turns of the two-ended sharing
+    monkeypatch.setattr(proof, "BLOCK", 3)  # blocks compared whole, and file by file
 
 
 @settings(max_examples=25, deadline=None)
@@ -113,13 +114,63 @@ def test_without_fork_there_is_no_answer(tmp_path, monkeypatch):
     check.close()
 
 
+def _eventually(condition, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
 def test_closing_an_unread_check_stops_its_helper(tmp_path):
     paths, pf = _make(tmp_path, 5)
     check = proof.Check(pf)
     pid = check.pid
     check.close()
+
+    def reaped() -> bool:
+        proof._reap()
+        return pid not in proof._children
+
+    _eventually(reaped, "the helper was not stopped")
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_the_helper_lets_go_of_the_lock_once_it_has_looked_and_looks_again_when_asked(tmp_path):
+    """It must not hold the lock while the Pipefile runs on (a nested `pipe` would wait for it
+    forever), and a file changed after it looked, before the build asks, must still be seen."""
+    import fcntl
+
+    from buildpipe.store import Lock
+
+    paths, pf = _make(tmp_path, 40)
+    state = tmp_path / "state"
+    state.mkdir()
+    lock = Lock(str(state))
+    lock.acquire()
+    check = proof.Check(pf, holds=lock.fd)
+    lock.hand_over()
+    if not check.watching:
+        check.close()
+        pytest.skip("no inotify here")
+    _eventually(lambda: proof._progress.unpack_from(check.shared)[0] == pf.count, "the helper never finished")
+    fd = os.open(lock.path, os.O_RDWR)
+
+    def free() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    _eventually(free, "the helper kept the lock")
+    os.close(fd)
+    with open(paths[3], "a") as f:
+        f.write("changed after the helper looked\n")
+    os.utime(paths[7])
+    found = check.result()
+    assert found is not None
+    assert list(found.changed) == [paths[3]] and list(found.touched) == [paths[7]]
 
 
 def test_a_proof_is_written_whole_and_a_damaged_one_is_not_started(tmp_path):
