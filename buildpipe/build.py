@@ -326,7 +326,7 @@ class Build:
         targets, named = self._targets()
         target_ids = {r.index for r in targets} if named else set()
         wanted = g.closure(targets)
-        any_temp = any(rules[i].temp for i in wanted)
+        any_temp = any(r.temp for r in g.unusual) and any(rules[i].temp for i in wanted)
         summary = BuildSummary(wanted=len(wanted))
         graph_fp = proof = changes = None
         dirty: bytearray | None = None  # with a proof: the rules to decide; the others are up to date

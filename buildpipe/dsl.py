@@ -23,6 +23,7 @@ class Registry:
     def __init__(self, root: str) -> None:
         self.root = root
         self.rules: list[Rule] = []
+        self.unusual: list[Rule] = []  # the rules with params, temp, a name or an output shape
         self.invariants: list[Invariant] = []
         self.aliases: dict[str, tuple[list[str], tuple[str, int]]] = {}
         self.default: tuple[list[str], tuple[str, int]] | None = None
@@ -257,6 +258,8 @@ def rule(
         raise PipefileError(f"name must be a string, not {type(name).__name__}", where=format_where(where))
     r = Rule(outs, ins, action, params, temp, where, shape, name)
     reg.rules.append(r)
+    if params is not None or temp or name is not None or shape is not None:
+        reg.unusual.append(r)
     return r
 
 

@@ -30,6 +30,7 @@ class Graph:
     def __init__(self, registry: Registry) -> None:
         self.root = registry.root
         self.rules: list[Rule] = registry.rules
+        self.unusual = registry.unusual  # with params, temp, a name or a shape; the rest have none
         self.producer: dict[str, Rule] = {}
         self.names: dict[str, list[Rule]] = {}
         self.aliases = {name: targets for name, (targets, _) in registry.aliases.items()}

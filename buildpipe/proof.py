@@ -113,17 +113,19 @@ def declarations(graph: Graph, wanted: list[int], action_fp: Callable[[Any], byt
     h = xxhash.xxh3_128()
     # Paths hold no NUL and are never empty: an empty item ends a rule's outputs, then its inputs.
     h.update("\0".join(["\0".join((*r.outputs, "", *r.inputs, "")) for r in rules]).encode(*_ENC))
-    extras = [
-        (i, r.temp, r.name, r.shape)
-        for i, r in enumerate(rules)
-        if r.params is not None or r.temp or r.name is not None or r.shape is not None
-    ]
+    extras = [(r.index, r.temp, r.name, r.shape) for r in graph.unusual]
     try:
-        actions = {id(rules[i].action): rules[i].action for i in wanted}
-        fps = {k: action_fp(a) for k, a in actions.items()}
+        actions = [rules[i].action for i in wanted] if len(wanted) < len(rules) else [r.action for r in rules]
+        ids = list(map(id, actions))
+        fps = {k: action_fp(a) for k, a in dict(zip(ids, actions)).items()}
         h.update(array("Q", wanted).tobytes())
-        h.update(b"".join([fps[id(rules[i].action)] for i in wanted]))
-        params = [(i, params_fp(rules[i].params)) for i in wanted if rules[i].params is not None]
+        h.update(b"".join(map(fps.__getitem__, ids)))
+        if graph.unusual:
+            chosen = set(wanted)
+            unusual = [r for r in graph.unusual if r.params is not None and r.index in chosen]
+        else:
+            unusual = []
+        params = [(r.index, params_fp(r.params)) for r in unusual]
         h.update(repr((extras, params, sorted(graph.aliases.items()), sorted(graph.invariants),
                        graph.default_targets())).encode(*_ENC))
     except Exception:  # e.g. a value the fingerprint cannot walk: the build will say what is wrong
