@@ -30,20 +30,24 @@ import errno
 import fcntl
 import marshal
 import os
-import sqlite3
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from .errors import StoreError
 
+if TYPE_CHECKING:
+    import sqlite3
+
 SCHEMA = 4
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
 EPOCH_SUFFIX = ".epoch"
+STAT_SUFFIX = ".stat"  # state.db.stat: the generation, and the stat of the database that holds it
 CHUNK_ENTRIES = 20_000  # entries per snapshot row: small blobs keep the peak memory of loading low
 DIGEST_SIZE = 16
 
@@ -91,7 +95,19 @@ def state_files(state_dir: str) -> list[str]:
     """The files buildpipe keeps in `state_dir`: no rule may write them."""
     db = os.path.join(state_dir, DB_NAME)
     lock = os.path.join(state_dir, LOCK_NAME)
-    return [db, db + "-wal", db + "-shm", db + "-journal", lock, lock + EPOCH_SUFFIX]
+    return [db, db + "-wal", db + "-shm", db + "-journal", db + STAT_SUFFIX, lock, lock + EPOCH_SUFFIX]
+
+
+def _db_stat(path: str) -> str:
+    """The stat of the database and its write-ahead log: any write to either changes it."""
+    parts = [str(SCHEMA)]
+    for p in (path, path + "-wal"):
+        try:
+            s = os.lstat(p)
+            parts.append(f"{s.st_ino}:{s.st_size}:{s.st_mtime_ns}:{s.st_ctime_ns}")
+        except OSError:
+            parts.append("-")
+    return " ".join(parts)
 
 
 def _alive(pid: int) -> bool:
@@ -198,7 +214,14 @@ class Lock:
 
 
 class Store:
-    """The whole state in memory, with pending changes appended to the journal in batches."""
+    """The whole state in memory, with pending changes appended to the journal in batches.
+
+    Closing a store it wrote leaves its generation in `state.db.stat`, beside the stat of the
+    database files. A store opened without loading, whose database files still have that stat, takes
+    the generation from there and connects to SQLite only when it first needs to: a build that a
+    proof shows to be a no-op never opens the database. Any write to the database since, by anyone,
+    changes its stat (and a killed build never gets to write the file): the database is then opened
+    and read as usual."""
 
     def __init__(self, path: str, readonly: bool = False, load: bool = True) -> None:
         self.path = path
@@ -213,20 +236,69 @@ class Store:
         self._snapshot_bytes = 0
         self._journal_bytes = 0
         self._journal_rows = 0
+        self._db: sqlite3.Connection | None = None
+        if not readonly and not load:
+            self.generation = self._mirrored()
+            if self.generation is not None:
+                return
+        self._connect()
+        if load:
+            self.load()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._connect()
+        return self._db  # type: ignore[return-value]
+
+    def _connect(self) -> None:
+        import sqlite3
+
         try:
-            if readonly:
-                self.db = self._connect_readonly(path)
+            if self.readonly:
+                self._db = self._connect_readonly(self.path)
             else:
-                self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")
+                self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._init_schema()
-            if load:
-                self.load()
         except sqlite3.DatabaseError as e:
             raise self._unusable(e)
 
+    def _mirrored(self) -> str | None:
+        """The generation left in `state.db.stat`, if the database has not changed since."""
+        try:
+            fd = os.open(self.path + STAT_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, 512).decode("ascii")
+            finally:
+                os.close(fd)
+        except (OSError, UnicodeDecodeError):
+            return None
+        generation, _, stat = text.partition(" ")
+        return generation if generation and stat == _db_stat(self.path) else None
+
+    def _mirror(self) -> None:
+        """Leave the generation beside the stat of the database as this store leaves it."""
+        path = self.path + STAT_SUFFIX
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            try:
+                os.write(fd, f"{self.generation} {_db_stat(self.path)}".encode("ascii"))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            for p in (tmp, path):  # a stale one would not match the database's stat anyway
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+
     def _unusable(self, e: sqlite3.DatabaseError) -> StoreError:
+        import sqlite3
+
         path = self.path
         directory = os.path.dirname(path) or "."
         if isinstance(e, sqlite3.OperationalError) and not os.access(directory, os.W_OK):
@@ -238,6 +310,8 @@ class Store:
 
     def load(self) -> None:
         """Read the whole state into memory (once; a store opened with load=False starts empty)."""
+        import sqlite3
+
         if self.loaded:
             return
         try:
@@ -248,6 +322,8 @@ class Store:
 
     @staticmethod
     def _connect_readonly(path: str) -> sqlite3.Connection:
+        import sqlite3
+
         """Open for reading only, creating nothing; an absent database is an empty state.
 
         A WAL database needs its -shm file even to read; where the directory is read-only and no
@@ -267,12 +343,14 @@ class Store:
             return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
 
     def _init_schema(self) -> None:
+        import sqlite3
+
         db = self.db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables and self.readonly:
             # Nothing recorded yet (or a first build is creating it): an empty state, in memory.
             db.close()
-            self.db = db = sqlite3.connect(":memory:", isolation_level=None)
+            self._db = db = sqlite3.connect(":memory:", isolation_level=None)
             db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")  # in memory
             db.execute("CREATE TABLE snapshot(chunk INTEGER PRIMARY KEY, data BLOB)")
             db.execute("CREATE TABLE journal(seq INTEGER PRIMARY KEY, data BLOB)")
@@ -304,7 +382,7 @@ class Store:
             )
             if self.readonly:
                 db.close()
-                self.db = sqlite3.connect(":memory:", isolation_level=None)
+                self._db = sqlite3.connect(":memory:", isolation_level=None)
                 return self._init_schema()
             db.execute("BEGIN IMMEDIATE")
             for name in tables - {"meta"}:  # whatever that schema had
@@ -335,6 +413,8 @@ class Store:
 
     def _load(self) -> None:
         """Snapshot, then the journal on top, read in one transaction: a consistent view."""
+        import sqlite3
+
         db = self.db
         db.execute("BEGIN")
         try:
@@ -395,6 +475,8 @@ class Store:
 
     def _write(self, statements: Iterable[tuple[str, tuple]]) -> None:
         """Run `statements` (consumed one at a time) in one transaction."""
+        import sqlite3
+
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -469,8 +551,14 @@ class Store:
                 self._journal_rows > 64 or self._journal_bytes > self._snapshot_bytes // 4
             ):
                 self.compact()
-        finally:
-            self.db.close()
+        except BaseException:
+            if self._db is not None:
+                self._db.close()
+            raise
+        if self._db is not None:
+            self._db.close()
+            if not self.readonly and self.generation is not None:
+                self._mirror()
 
 
 def open_state(

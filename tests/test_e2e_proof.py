@@ -277,6 +277,40 @@ def test_given_a_cleaned_target_then_its_rules_run_again(built):
     assert sorted(built.build("all").ran) == ["out/a.txt", "out/ab.txt", "out/b.txt"]  # cut off
 
 
+def test_given_a_proof_then_a_no_op_never_opens_the_database(built):
+    """The store's generation is read from `state.db.stat` while the database keeps its stat."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sqlite3, sys\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise SystemExit('the database was opened')\n"
+        "sqlite3.connect = refuse\n"
+        "from buildpipe.cli import main\n"
+        "sys.exit(main(['build', '-q', 'all']))\n"
+    )
+    env = {**os.environ, "NO_COLOR": "1"}
+    built.build("all")  # records written just after their files are trusted by the next build
+    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stderr, done
+    built.write("src/c.txt", "changed\n")  # a change: the database is read, and written
+    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "the database was opened" in done.stderr
+
+
+def test_given_a_database_written_by_someone_else_since_then_its_own_generation_decides(built):
+    """Say an older buildpipe, which leaves no `state.db.stat`, built in between and recorded
+    something new: the proof must not hold, though the stat file still names its generation."""
+    con = sqlite3.connect(built.path(".buildpipe/state.db"))
+    with con:
+        con.execute("UPDATE meta SET value='someone else' WHERE key='generation'")
+    con.close()
+    r = built.build("all", "-v")
+    assert r.ran == [] and PROOF_LINE not in r.out
+    assert PROOF_LINE in built.build("all", "-v").out  # and the next build has a proof again
+
+
 def test_given_a_damaged_proof_then_the_build_decides_everything_itself(built):
     (found,) = built.path(".buildpipe").glob("proof-*")
     found.write_bytes(found.read_bytes()[:-100])
