@@ -6,7 +6,6 @@ signal N (130 for Ctrl-C, 143 for SIGTERM).
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import gc
 import os
@@ -17,6 +16,7 @@ from .errors import BuildpipeError, Interrupted, PipefileError, UsageError
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -73,18 +73,6 @@ SYNTAX = {
 }
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help layout, sized without importing shutil (and the archive modules it pulls
-    in: 4 ms of every start, for help text that is rarely printed)."""
-
-    def __init__(
-        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
-    ) -> None:
-        if width is None:
-            width = _columns() - 2
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
 def _columns() -> int:
     """The terminal width as shutil.get_terminal_size tells it: $COLUMNS, the terminal, or 80."""
     try:
@@ -101,6 +89,19 @@ def _columns() -> int:
 
 def _parser(command: str | None) -> argparse.ArgumentParser:
     """The command line; only `command`'s own options are declared (argparse is slow to build)."""
+    import argparse
+
+    class _Formatter(argparse.HelpFormatter):
+        """argparse's help layout, sized without importing shutil (and the archive modules it
+        pulls in: 4 ms of every start, for help text that is rarely printed)."""
+
+        def __init__(
+            self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+        ) -> None:
+            if width is None:
+                width = _columns() - 2
+            super().__init__(prog, indent_increment, max_help_position, width)
+
     p = argparse.ArgumentParser(
         prog="pipe",
         description="A make-like build system whose build files are Python.",
@@ -151,11 +152,72 @@ def main(argv: list[str] | None = None) -> int:
     os._exit(code)
 
 
+class _Args:
+    """The parsed command line, as argparse's Namespace has it."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+_FLAGS = {
+    "-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose",
+    "-k": "keep_going", "--keep-going": "keep_going", "-n": "dry_run", "--dry-run": "dry_run",
+    "-B": "always_make", "--always-make": "always_make",
+}
+
+
+def _quick(argv: list[str]) -> _Args | None:
+    """`pipe [-C DIR] [-f FILE] [build] [-q -v -k -n -B -j N ...] [TARGET ...]`, the common line,
+    parsed without argparse (importing and setting it up costs as much as a small no-op build);
+    None for anything else, which argparse parses, or explains. Both give the same values."""
+    values: dict[str, Any] = {"directory": None, "file": None}
+    i = 0
+    while i < len(argv) and argv[i] in ("-C", "-f"):
+        if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+            return None
+        values["directory" if argv[i] == "-C" else "file"] = argv[i + 1]
+        i += 2
+    rest = argv[i + 1 :] if argv[i:i + 1] == ["build"] else argv[i:]
+    if rest and i < len(argv) and argv[i] != "build":
+        return None
+    values.update(
+        command="build", targets=[], jobs=None, keep_going=False, verbose=False, quiet=False,
+        dry_run=False, always_make=False, force=[], shuffle=None,
+    )
+    targets: list[str] = values["targets"]
+    ended = False  # an option came after the targets: no more may follow (as argparse has it)
+    words = iter(rest)
+    for word in words:
+        if not word.startswith("-"):
+            if ended:
+                return None
+            targets.append(word)
+            continue
+        ended = bool(targets)
+        if word in _FLAGS:
+            values[_FLAGS[word]] = True
+            continue
+        if word in ("-j", "--jobs"):
+            number = next(words, "")
+        elif word.startswith("--jobs="):
+            number = word[len("--jobs=") :]
+        elif word.startswith("-j") and not word.startswith("--"):
+            number = word[2:]
+        else:
+            return None
+        if not (number.isascii() and number.isdigit()):
+            return None
+        values["jobs"] = int(number)
+    return _Args(**values)
+
+
 def _main(argv: list[str]) -> int:
-    command = _command_in(argv)
-    args = _parser(command).parse_args(argv)
-    if args.command is None:  # plain `pipe` builds the default targets, like make
-        args = _parser("build").parse_args([*argv, "build"])
+    args: Any = _quick(argv)
+    if args is None:
+        command = _command_in(argv)
+        args = _parser(command).parse_args(argv)
+        if args.command is None:  # plain `pipe` builds the default targets, like make
+            args = _parser("build").parse_args([*argv, "build"])
     try:
         if args.directory:
             try:

@@ -17,8 +17,6 @@ import errno
 import gc
 import marshal
 import os
-import selectors
-import shlex
 import signal
 import struct
 import sys
@@ -63,13 +61,16 @@ def _path_arg(p: str) -> str:
 
 class _Quoted(dict):
     def __getitem__(self, key: str) -> str:
+        from shlex import quote
+
         value = dict.__getitem__(self, key)
-        return shlex.quote(value if isinstance(value, str) else str(value))
+        return quote(value if isinstance(value, str) else str(value))
 
 
 def sh_command(rule: Rule, action: ShAction) -> str:
     """The command line with every substitution shell-quoted."""
-    q = shlex.quote
+    from shlex import quote as q  # imported by ForkExecutor before it forks (not by a no-op)
+
     outs = [q(_path_arg(o)) for o in rule.outputs]
     ins = [q(_path_arg(i)) for i in rule.inputs]
     fields: dict[str, Any] = {
@@ -352,10 +353,15 @@ class ForkExecutor:
         self.stop_on_failure = stop_on_failure
         self.stop = mmap.mmap(-1, 1)  # shared with the workers: 1 once the build is stopping
         self.workers: list[_Worker] = []
+        import selectors
+        import shlex  # noqa: F401 - once, for every worker (see sh_command)
+
         self.selector = selectors.DefaultSelector()
         self._running = 0
 
     def _spawn(self) -> _Worker:
+        from selectors import EVENT_READ
+
         job_r, job_w = os.pipe()
         result_r, result_w = os.pipe()
         sys.stdout.flush()
@@ -381,7 +387,7 @@ class ForkExecutor:
         os.close(result_w)
         w = _Worker(pid, job_w, result_r)
         self.workers.append(w)
-        self.selector.register(result_r, selectors.EVENT_READ, w)
+        self.selector.register(result_r, EVENT_READ, w)
         return w
 
     def running(self) -> int:

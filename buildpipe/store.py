@@ -34,12 +34,12 @@ import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import TYPE_CHECKING
 
 import xxhash
 
 from .errors import StoreError
 
+TYPE_CHECKING = False  # typing and sqlite3 cost milliseconds of start-up: annotations only
 if TYPE_CHECKING:
     import sqlite3
 

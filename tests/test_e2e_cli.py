@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 from conftest import ANSI, CHAIN, PIPE, Project
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # `chain` (two leaves and a consumer of both) and `built` come from conftest.py.
 
@@ -393,3 +395,38 @@ def test_given_a_terminal_with_no_color_or_ci_when_built_then_the_output_is_plai
     assert rc == 1, shown
     assert "out/bad.txt" in shown and "red?" in shown
     assert not ANSI.search(shown), repr(shown)
+
+
+# -- the common command line, parsed without argparse ---------------------------------------------------
+
+_USUAL = ["-q", "--quiet", "-v", "-k", "--keep-going", "-n", "-B", "--always-make", "-j", "--jobs",
+          "-j3", "--jobs=4", "2", "a", "b.txt"]
+_ODD = ["status", "-j=2", "-jx", "0", "-1", "", "-C", "d", "-f", "--force", "--shuffle", "-qv", "--",
+        "-", "--verb", "-h", "--version", "\u0661"]
+_LINES = st.tuples(
+    st.lists(st.sampled_from([("-C", "d"), ("-f", "P.py"), ("-C",)]), max_size=2),
+    st.sampled_from([["build"], ["build"], []]),
+    st.lists(st.sampled_from(_USUAL * 3 + _ODD), max_size=7),
+).map(lambda t: [w for g in t[0] for w in g] + t[1] + t[2])
+
+
+@settings(max_examples=500, deadline=None)
+@given(argv=_LINES)
+def test_the_quick_parse_of_a_command_line_agrees_with_argparse(argv):
+    """Whatever line the quick parser accepts, argparse accepts too, with the same values."""
+    import contextlib
+    import io
+
+    from buildpipe import cli
+
+    quick = cli._quick(argv)
+    if quick is None:
+        return
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            full = cli._parser(cli._command_in(argv)).parse_args(argv)
+            if full.command is None:
+                full = cli._parser("build").parse_args([*argv, "build"])
+        except SystemExit:
+            pytest.fail(f"argparse refuses {argv}, the quick parse took it: {vars(quick)}")
+    assert vars(quick) == vars(full), argv

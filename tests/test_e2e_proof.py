@@ -292,10 +292,12 @@ def test_given_a_proof_then_a_no_op_never_opens_the_database(built):
     )
     env = {**os.environ, "NO_COLOR": "1"}
     built.build("all")  # records written just after their files are trusted by the next build
-    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True,
+                          text=True)
     assert done.returncode == 0 and not done.stderr, done
     built.write("src/c.txt", "changed\n")  # a change: the database is read, and written
-    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True,
+                          text=True)
     assert done.returncode != 0 and "the database was opened" in done.stderr
 
 
