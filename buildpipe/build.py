@@ -127,7 +127,7 @@ class Build:
         self.proof_key: str | None = proof[0] if proof is not None else None
         self.proof_check: Check | None = proof[1] if proof is not None else None
         self._action_fps: dict[int, bytes] = {}  # by id: an action need not be hashable
-        self.proven: dict[str, bytes] = {}  # deciding from a proof: its file records, by path
+        self.proven: Proof | dict[str, bytes] = {}  # deciding from a proof: its file records
 
     def _action_fp(self, action: object) -> bytes:
         """An action's fingerprint, computed once per action per build."""
@@ -197,35 +197,46 @@ class Build:
             return None
         return proof, changes
 
-    def _start_from_proof(self, wanted: list[int], proof: Proof, changes: Changes) -> bytearray:
+    def _start_from_proof(
+        self, wanted: list[int], proof: Proof, changes: Changes
+    ) -> tuple[bytearray, list[int]]:
         """Know the proof's files by their proven records, except the changed ones, read afresh
-        (as the helper read them); return the rules to decide: those that read or write a changed
-        file. The store is not loaded: those rules are decided against the proof (whose digests
-        are what their records hold), and what runs is appended to the journal as usual."""
-        store, proven = self.store, self.proven
-        records = proof.records
-        proven.update(zip(proof.paths, [records[at : at + RECORD] for at in range(0, len(records), RECORD)]))
+        (as the helper read them). Return the rules to decide, `dirty` (those that read or write a
+        changed file), and the wanted rules that may run: those and every rule downstream of them,
+        in order. The rest are up to date: the proof holds for them whatever the dirty ones do.
+        The store is not loaded: the dirty rules are decided against the proof (whose digests are
+        what their records hold), and what runs is appended to the journal as usual."""
+        store = self.store
+        self.proven = proof
         for p, rec in changes.touched.items():
             store.put_file(p, rec)
         for p, new in changes.changed.items():
             if new is not None:
                 store.put_file(p, new)  # digest() trusts it unless it was racy
         changed = set(changes.changed)
-        self.states.vouch(proven, changed)
-        rules, producer = self.rules, self.graph.producer
+        self.states.vouch(proof, changed)
+        g, rules, producer = self.graph, self.rules, self.graph.producer
         dirty = bytearray(len(rules))
+        cone = set()
         for p in changed:
             r = producer.get(p)
             if r is not None:
                 dirty[r.index] = 1
+                cone.add(r.index)
+        deps = g.deps
         for i in wanted:
             r = rules[i]
             if not changed.isdisjoint(r.inputs):
                 dirty[i] = 1
+                cone.add(i)
                 for p in changed.intersection(r.inputs):
                     if p not in producer:
                         self._refuse_missing(p, r)
-        return dirty
+            elif cone and not cone.isdisjoint(deps[i]):
+                cone.add(i)  # downstream of a dirty rule (declared after it: see below)
+        if not g.in_order:  # a consumer may come before its producer: take every rule
+            return dirty, wanted
+        return dirty, sorted(cone)
 
     def _proof_reasons(self, r: Rule) -> list[Reason]:
         """Why a rule decided against the proof must run: each file whose digest is not the
@@ -288,9 +299,11 @@ class Build:
         if proof is not None and changes is not None:
             renewed = {*changes.changed, *changes.touched, *(o for i in ran for o in rules[i].outputs)}
             patched = bytearray(proof.records)
-            for k, p in enumerate(proof.paths):
-                if p in renewed:
-                    rec = record(p, self.proven.get(p))
+            index = proof.index
+            for p in renewed:
+                k = index.get(p)
+                if k is not None:
+                    rec = record(p, proof.get(p))
                     if rec is None:
                         return
                     patched[k * RECORD : (k + 1) * RECORD] = rec
@@ -310,7 +323,7 @@ class Build:
         gets them too, for builds that decide every rule)."""
         records = bytearray(proof.records)
         paths = proof.paths
-        index = {p: k for k, p in enumerate(paths)} if len(changes.touched) > 8 else None
+        index = proof.index if len(changes.touched) > 8 else None
         for p, rec in changes.touched.items():
             k = index[p] if index is not None else paths.index(p)
             records[k * RECORD : (k + 1) * RECORD] = rec
@@ -330,6 +343,7 @@ class Build:
         summary = BuildSummary(wanted=len(wanted))
         graph_fp = proof = changes = None
         dirty: bytearray | None = None  # with a proof: the rules to decide; the others are up to date
+        considered = wanted  # the rules the loop below visits; with a proof, those that may run
         if self.proof_key is not None and not opts.dry_run and not any_temp:
             graph_fp = declarations(g, wanted, self._action_fp, params_fingerprint)
             proven = self._use_proof(graph_fp) if graph_fp is not None else None
@@ -344,7 +358,7 @@ class Build:
                     summary.seconds = time.perf_counter() - t0
                     self.reporter.end(summary)
                     return summary
-                dirty = self._start_from_proof(wanted, proof, changes)
+                dirty, considered = self._start_from_proof(wanted, proof, changes)
         if self.proof_check is not None:  # not used after all
             self.proof_check.close()
             self.proof_check = None
@@ -362,8 +376,11 @@ class Build:
         # Lists indexed by rule, not dicts: a few bytes a rule instead of a hundred.
         consumers: list[list[int] | None] = [None] * n
         waiting = [0] * n
-        for i in wanted:
+        inside = None if considered is wanted else set(considered)  # the others are up to date
+        for i in considered:
             deps = g.deps[i]
+            if inside is not None:
+                deps = tuple(d for d in deps if d in inside)
             waiting[i] = len(deps)
             for d in deps:
                 c = consumers[d]
@@ -371,7 +388,7 @@ class Build:
                     consumers[d] = [i]
                 else:
                     c.append(i)
-        ready = deque(i for i in wanted if waiting[i] == 0)
+        ready = deque(i for i in considered if waiting[i] == 0)
         runnable: deque[int] = deque()
         why: dict[int, list[Reason]] = {}
         blockers: dict[int, int] = {}  # rule -> materialisations it still waits for
@@ -383,7 +400,7 @@ class Build:
         store, states, fs = self.store, self.states, self.fs
         dry = opts.dry_run
         force_all = opts.force_all
-        done = 0
+        done = len(wanted) - len(considered)
         stopping = False
         executor: Executor | None = None
         rng = None
@@ -648,7 +665,7 @@ class Build:
                 if now - last_progress >= 0.1:
                     self.reporter.progress(done, len(wanted), list(running.values()))
                     last_progress = now
-            if not dry and not self.signal:
+            if not dry and not self.signal and any_temp:
                 for d in wanted:
                     if rules[d].temp:
                         delete_temp_if_done(d, (UPTODATE, BUILT, DEFERRED))
@@ -660,8 +677,10 @@ class Build:
             if not dry:
                 store.flush()
         ran = set(summary.ran)
-        summary.up_to_date = sum(1 for i in wanted if state[i] in (UPTODATE, DEFERRED) and i not in ran)
-        summary.blocked += sum(1 for i in wanted if state[i] in (WAITING, QUEUED, RUNNING))
+        summary.up_to_date = len(wanted) - len(considered) + sum(
+            1 for i in considered if state[i] in (UPTODATE, DEFERRED) and i not in ran
+        )
+        summary.blocked += sum(1 for i in considered if state[i] in (WAITING, QUEUED, RUNNING))
         summary.interrupted = self.signal
         if (
             graph_fp is not None

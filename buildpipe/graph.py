@@ -94,6 +94,7 @@ class Graph:
             append(ds)
             if in_order and max(ds, default=-1) >= i:
                 in_order = False
+        self.in_order = in_order
         if not in_order:
             self._check_cycles()
         self._check_alias_cycles()

@@ -151,6 +151,7 @@ class Proof:
         ):
             raise ValueError("a proof of the wrong shape")
         self._list: list[str] | None = None
+        self._index: dict[str, int] | None = None
 
     @property
     def paths(self) -> list[str]:
@@ -160,6 +161,18 @@ class Proof:
             if len(self._list) != self.count:
                 raise ValueError("a proof of the wrong shape")
         return self._list
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Where each file is, built when first needed (deciding from what changed needs it)."""
+        if self._index is None:
+            self._index = dict(zip(self.paths, range(self.count)))
+        return self._index
+
+    def get(self, path: str) -> bytes | None:
+        """The record of `path`, if the proof has it."""
+        k = self.index.get(path)
+        return None if k is None else self.records[k * RECORD : (k + 1) * RECORD]
 
     def digest(self, k: int) -> bytes:
         return self.records[k * RECORD + STAT_END : k * RECORD + DIGEST_END]

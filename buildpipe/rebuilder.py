@@ -14,7 +14,14 @@ from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from .filesystem import FileSystem
+
+    class Records(Protocol):
+        """File records by path (a dict, or a proof)."""
+
+        def get(self, path: str) -> bytes | None: ...
 
 MISSING = b"\0" * DIGEST_SIZE  # the digest of a file that does not exist
 UNKNOWN = b"?" * DIGEST_SIZE  # a dry run's stand-in for an output that would be rebuilt
@@ -60,10 +67,10 @@ class FileStates:
         self.start_ns = fs.now_ns()  # earlier than any read of this build: a safe "recorded" time
         self.hashed = 0
         self.errors: dict[str, str] = {}  # why a path is UNREADABLE
-        self.vouched: dict[str, bytes] | None = None  # records a proof vouches for (see `vouch`)
+        self.vouched: Records | None = None  # records a proof vouches for (see `vouch`)
         self.unvouched: set[str] = set()
 
-    def vouch(self, records: dict[str, bytes], except_for: set[str]) -> None:
+    def vouch(self, records: Records, except_for: set[str]) -> None:
         """Know the files of `records` (file records by path) by their digests without a stat,
         except those in `except_for`: a proof checked them all before the build."""
         self.vouched, self.unvouched = records, except_for

@@ -358,10 +358,11 @@ def words(outputs, inputs):
     outputs[1].write_text(" ".join(text[1::2]))
 
 
+{early}
 rule("out/j1.txt", ["src/a.txt", "src/b.txt"], join)
 rule("out/j2.txt", ["src/c.txt"], join)
 rule(["out/even.txt", "out/odd.txt"], ["out/j1.txt"], words)
-rule("out/both.txt", {order!r}, join)
+{late}
 rule("out/sh.txt", ["out/odd.txt"], sh("echo out/sh.txt >> ran.log; cat {{input}} {{input}} > {{output}}"))
 alias("some", ["out/j2.txt", "out/even.txt"])
 """
@@ -384,10 +385,17 @@ def test_a_random_walk_decides_with_a_proof_exactly_as_without(project, tmp_path
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text)
 
-    layout = {"case": "upper", "order": ["out/j2.txt", "out/even.txt", "out/odd.txt"]}
+    layout = {"case": "upper", "order": ["out/j2.txt", "out/even.txt", "out/odd.txt"], "early": False}
+
+    def pipefile() -> str:
+        """out/both.txt declared after the rules it reads, or before (out of order)."""
+        both = f'rule("out/both.txt", {layout["order"]!r}, join)'
+        lines = {"early": both, "late": ""} if layout["early"] else {"early": "", "late": both}
+        return WALK_PIPEFILE.format(case=layout["case"], **lines)
+
     for s in SOURCES:
         write(s, rng.choice(TEXTS))
-    project.pipefile(WALK_PIPEFILE.format(**layout))
+    project.pipefile(pipefile())
     write("Pipefile.py", project.path("Pipefile.py").read_text())
     for step in range(14):
         what = rng.choice(["write", "touch", "output", "delete-output", "pipefile", "nothing"])
@@ -408,7 +416,8 @@ def test_a_random_walk_decides_with_a_proof_exactly_as_without(project, tmp_path
         elif what == "pipefile":
             layout["case"] = rng.choice(["upper", "lower"])
             layout["order"] = rng.sample(["out/j2.txt", "out/even.txt", "out/odd.txt"], 3)
-            project.pipefile(WALK_PIPEFILE.format(**layout))
+            layout["early"] = rng.random() < 0.5
+            project.pipefile(pipefile())
             write("Pipefile.py", project.path("Pipefile.py").read_text())
         target = rng.choice([[], ["some"], ["out/sh.txt"]])
         with_proof = project.build(*target)
