@@ -100,6 +100,35 @@ class MissingSourceError(Exception):
         self.where = rule.where
 
 
+def holds(store: Store, proof: Proof) -> bool:
+    """Whether the store is as the proof found it: no rule record has changed since."""
+    return store.generation is not None and store.generation == proof.generation
+
+
+def settled(
+    store: Store, key: str, proof: Proof, changes: Changes, wanted: int, reporter: Reporter, t0: float
+) -> BuildSummary:
+    """The build of `wanted` rules when the proof holds and no file changed: all are up to date. A
+    file that was only touched gets its new record, in the proof and in the store (for builds that
+    decide every rule)."""
+    if changes.touched:
+        records = bytearray(proof.records)
+        paths = proof.paths
+        index = proof.index if len(changes.touched) > 8 else None
+        for p, rec in changes.touched.items():
+            k = index[p] if index is not None else paths.index(p)
+            records[k * RECORD : (k + 1) * RECORD] = rec
+            store.put_file(p, rec)
+        write_proof(os.path.dirname(store.path), key, proof.repack(proof.generation, bytes(records)))
+    summary = BuildSummary(wanted=wanted)
+    summary.proven = (proof.count, 0)
+    reporter.begin(wanted)
+    summary.up_to_date = wanted
+    summary.seconds = time.perf_counter() - t0
+    reporter.end(summary)
+    return summary
+
+
 class Build:
     def __init__(
         self,
@@ -111,6 +140,7 @@ class Build:
         options: BuildOptions,
         fingerprinter: Fingerprinter | None = None,
         proof: tuple[str, Check | None] | None = None,
+        declared: bytes | None = None,
     ) -> None:
         self.graph = graph
         self.rules = graph.rules
@@ -126,6 +156,7 @@ class Build:
         # that neither uses nor writes proofs (dry runs, status, watch).
         self.proof_key: str | None = proof[0] if proof is not None else None
         self.proof_check: Check | None = proof[1] if proof is not None else None
+        self.declared = declared  # the declarations digest, if already known (see `proof`)
         self._action_fps: dict[int, bytes] = {}  # by id: an action need not be hashable
         self.proven: Proof | dict[str, bytes] = {}  # deciding from a proof: its file records
 
@@ -186,16 +217,9 @@ class Build:
         self.proof_check = None
         changes = check.result()
         proof = check.proof
-        if (
-            changes is None
-            or proof.graph != graph_fp
-            or self.opts.force_all
-            or self.opts.force
-            or self.store.generation is None
-            or self.store.generation != proof.generation
-        ):
+        if changes is None or proof.graph != graph_fp or self.opts.force_all or self.opts.force:
             return None
-        return proof, changes
+        return (proof, changes) if holds(self.store, proof) else None
 
     def _start_from_proof(
         self, wanted: list[int], proof: Proof, changes: Changes
@@ -316,20 +340,11 @@ class Build:
             if rec is None:
                 return
             records += rec
-        write_proof(state_dir, key, Proof.pack(generation, graph_fp, paths, bytes(records)))
-
-    def _refresh_proof(self, proof: Proof, changes: Changes) -> None:
-        """Nothing changed but some stats: keep the proof, with the files' new records (the store
-        gets them too, for builds that decide every rule)."""
-        records = bytearray(proof.records)
-        paths = proof.paths
-        index = proof.index if len(changes.touched) > 8 else None
-        for p, rec in changes.touched.items():
-            k = index[p] if index is not None else paths.index(p)
-            records[k * RECORD : (k + 1) * RECORD] = rec
-            self.store.put_file(p, rec)
-        data = proof.repack(proof.generation, bytes(records))
-        write_proof(os.path.dirname(self.store.path), self.proof_key or "", data)
+        g = self.graph
+        named = [*(self.opts.targets or g.default_targets() or ())]
+        named += [t for ts in g.aliases.values() for t in ts]
+        plain = wanted if g.declared_only(named) else None
+        write_proof(state_dir, key, Proof.pack(generation, graph_fp, plain, paths, bytes(records)))
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -345,19 +360,17 @@ class Build:
         dirty: bytearray | None = None  # with a proof: the rules to decide; the others are up to date
         considered = wanted  # the rules the loop below visits; with a proof, those that may run
         if self.proof_key is not None and not opts.dry_run and not any_temp:
-            graph_fp = declarations(g, wanted, self._action_fp, params_fingerprint)
+            graph_fp = self.declared or declarations(
+                g.rules, g.unusual, g.aliases, g.invariants, g.default_targets(), wanted, self._action_fp,
+                params_fingerprint,
+            )
             proven = self._use_proof(graph_fp) if graph_fp is not None else None
             if proven is not None:
                 proof, changes = proven
-                summary.proven = (proof.count, len(changes.changed))
                 if not changes.changed:  # nothing to decide: every wanted rule is up to date
-                    if changes.touched:
-                        self._refresh_proof(proof, changes)
-                    self.reporter.begin(len(wanted))
-                    summary.up_to_date = len(wanted)
-                    summary.seconds = time.perf_counter() - t0
-                    self.reporter.end(summary)
-                    return summary
+                    return settled(self.store, self.proof_key or "", proof, changes, len(wanted),
+                                   self.reporter, t0)
+                summary.proven = (proof.count, len(changes.changed))
                 dirty, considered = self._start_from_proof(wanted, proof, changes)
         if self.proof_check is not None:  # not used after all
             self.proof_check.close()

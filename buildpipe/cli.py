@@ -10,6 +10,7 @@ import atexit
 import gc
 import os
 import sys
+import time
 
 from . import __version__
 from .errors import BuildpipeError, Interrupted, PipefileError, UsageError
@@ -18,6 +19,8 @@ TYPE_CHECKING = False  # typing costs milliseconds of start-up: annotations only
 if TYPE_CHECKING:
     import argparse
     from typing import Any
+
+    from .graph import Graph
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -317,11 +320,10 @@ class Project:
             lock.hand_over()
 
     def _load(self, path: str) -> None:
-        from .graph import Graph
         from .pipefile import load
 
         try:
-            registry = load(path)
+            self.registry = load(path)
         finally:
             if self.proof_check is not None and not self.proof_check.watching:
                 from .proof import watch_writes
@@ -329,20 +331,65 @@ class Project:
                 if watch_writes(False):  # the Pipefile wrote files or started processes
                     self.proof_check.close()
                     self.proof_check = None
-        self.graph = Graph(registry)
+        self._graph: Graph | None = None
+        # The declarations digest, when it is the one the stored proof holds for: the graph is the
+        # one that proof was made with, so it is built (and checked) only if the build needs it.
+        self.declared = self._declared_as_proven()
+        if self.declared is None:
+            self._make_graph()
+
+    @property
+    def graph(self) -> Graph:
+        if self._graph is None:
+            self._make_graph()
+        return self._graph  # type: ignore[return-value]
+
+    def _make_graph(self) -> None:
+        from .graph import Graph
         from .store import state_files
 
-        reserved = {path: "the Pipefile", self.state_dir: "in the state directory"}
+        graph = Graph(self.registry)
+        reserved = {self.pipefile: "the Pipefile", self.state_dir: "in the state directory"}
         reserved.update((f, "a state file") for f in state_files(self.state_dir))
-        self.graph.check_reserved(reserved)
+        graph.check_reserved(reserved)
         if "default" in self.settings:
             for target in self.settings["default"]:
-                if self.graph.lookup(target) is None:
+                if graph.lookup(target) is None:
                     raise UsageError(
                         f"{self.settings_file('default')}: setting 'default' names an unknown target "
-                        f"{target!r}{self.graph._suggest(target)}"
+                        f"{target!r}{graph._suggest(target)}"
                     )
-            self.graph.default = (list(self.settings["default"]), (path, 0))
+            graph.default = (list(self.settings["default"]), (self.pipefile, 0))
+        self._graph = graph
+
+    def _declared_as_proven(self) -> bytes | None:
+        """The declarations digest, if it equals the one of the proof being checked, which was made
+        from a graph that passed every check (see `proof.Proof.wanted`); else None."""
+        check = self.proof_check
+        wanted = check.proof.wanted if check is not None else None
+        if wanted is None:
+            return None
+        from .fingerprint import Fingerprinter, params_fingerprint
+        from .graph import check_actions
+        from .proof import declarations
+
+        registry = self.registry
+        if wanted and wanted[-1] >= len(registry.rules):
+            return None
+        try:
+            check_actions(registry.rules)  # the digest covers the wanted rules' actions only
+        except PipefileError:
+            return None  # the graph will say so
+        if "default" in self.settings:
+            default: list[str] | None = list(self.settings["default"])
+        else:
+            default = None if registry.default is None else list(registry.default[0])
+        digest = declarations(
+            registry.rules, registry.unusual, {name: ts for name, (ts, _) in registry.aliases.items()},
+            {inv.path for inv in registry.invariants}, default, wanted, Fingerprinter().action,
+            params_fingerprint,
+        )
+        return digest if digest == check.proof.graph else None
 
     def close(self) -> None:
         """Stop checking the proof, if the build did not take the answer."""
@@ -396,7 +443,6 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
 
     dry_run = getattr(args, "dry_run", False)
     verbosity = -1 if args.quiet else 1 if args.verbose else 0
-    graph = project.graph
 
     def waiting(holder: str) -> None:
         warn(_waiting_text(holder, project.state_dir))
@@ -416,6 +462,15 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
         check = None
     proof = (project.proof_key, check) if project.proof_key is not None else None
     try:
+        if project.declared is not None and check is not None:  # the graph is the proven one
+            from .build import holds, settled
+
+            changes, t0 = check.result(), time.perf_counter()
+            if changes is not None and not changes.changed and holds(store, check.proof):
+                reporter = make_reporter(project.registry.rules, verbosity, dry_run)
+                wanted = len(check.proof.wanted or ())
+                return settled(store, project.proof_key or "", check.proof, changes, wanted, reporter, t0)
+        graph = project.graph
         build = Build(
             graph,
             store,
@@ -433,6 +488,7 @@ def run_build(project: Project, args: argparse.Namespace) -> Any:
                 shuffle=_seed(getattr(args, "shuffle", None)),
             ),
             proof=proof,
+            declared=project.declared,
         )
         try:
             return build.run()

@@ -257,6 +257,7 @@ def rule(
     if name is not None and not isinstance(name, str):
         raise PipefileError(f"name must be a string, not {type(name).__name__}", where=format_where(where))
     r = Rule(outs, ins, action, params, temp, where, shape, name)
+    r.index = len(reg.rules)  # as the graph will have it (the declarations digest needs it sooner)
     reg.rules.append(r)
     if params is not None or temp or name is not None or shape is not None:
         reg.unusual.append(r)

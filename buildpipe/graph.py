@@ -21,6 +21,30 @@ def _inside(path: str, directory: str, root: str) -> bool:
     return directory != root and path.startswith(directory + os.sep)
 
 
+def check_actions(rules: list[Rule]) -> None:
+    """Every rule needs an action, and an sh() command may use only what its rule has."""
+    for r in [r for r in rules if r.action is None or type(r.action) is ShAction]:
+        action = r.action
+        if action is None:
+            raise PipefileError(
+                f"rule {r.outputs[0]} has no action (pass action= or use @rule as a decorator)",
+                where=format_where(r.where),
+            )
+        assert isinstance(action, ShAction)
+        if action.uses_input and not r.inputs:
+            raise PipefileError(
+                f"rule {r.outputs[0]}: its sh() command uses {{input}} but the rule has no inputs",
+                where=format_where(r.where),
+            )
+        for key in action.params_keys or ():
+            if key not in (r.params or {}):
+                raise PipefileError(
+                    f"rule {r.outputs[0]}: its sh() command uses {{params[{key}]}} but its "
+                    f"params have no key {key!r}",
+                    where=format_where(r.where),
+                )
+
+
 class Graph:
     """Rules indexed 0..n-1 in declaration order, with producer edges.
 
@@ -38,14 +62,9 @@ class Graph:
         self.default = registry.default
         self.invariants = {inv.path: inv for inv in registry.invariants}
         producer = self.producer
+        check_actions(self.rules)
         for i, r in enumerate(self.rules):
             r.index = i
-            action = r.action
-            if action is None:
-                raise PipefileError(
-                    f"rule {r.outputs[0]} has no action (pass action= or use @rule as a decorator)",
-                    where=format_where(r.where),
-                )
             for o in r.outputs:
                 if o in producer:
                     raise PipefileError(
@@ -55,21 +74,6 @@ class Graph:
                 producer[o] = r
             if r.name is not None:
                 self.names.setdefault(r.name, []).append(r)
-            if type(action) is not ShAction:
-                continue
-            if action.uses_input and not r.inputs:
-                raise PipefileError(
-                    f"rule {r.outputs[0]}: its sh() command uses {{input}} but the rule has no inputs",
-                    where=format_where(r.where),
-                )
-            if action.params_keys:
-                for key in action.params_keys:
-                    if key not in (r.params or {}):
-                        raise PipefileError(
-                            f"rule {r.outputs[0]}: its sh() command uses {{params[{key}]}} but its "
-                            f"params have no key {key!r}",
-                            where=format_where(r.where),
-                        )
         for path, inv in self.invariants.items():
             if path in producer:
                 raise PipefileError(
@@ -226,6 +230,15 @@ class Graph:
         if path in self.invariants or os.path.isfile(os.path.join(self.root, path)):
             return []
         return None
+
+    def declared_only(self, targets: list[str]) -> bool:
+        """Whether each target names an alias, an output, a rule's name or an invariant: nothing
+        that is found only because a file by that name exists."""
+        for t in targets:
+            p = self.normalise(t)
+            if not (t in self.aliases or p in self.producer or t in self.names or p in self.invariants):
+                return False
+        return True
 
     def normalise(self, target: str) -> str:
         p = os.path.normpath(target)

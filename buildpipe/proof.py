@@ -42,10 +42,10 @@ from .store import DIGEST_SIZE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
-    from .graph import Graph
+    from .rules import Rule
 
 RECORD = 49  # bytes of a file record (filesystem.file_record)
 # Files up to which the build checks a proof itself, without a helper (the environment variable
@@ -103,31 +103,31 @@ def watch_writes(on: bool) -> bool:
     return _watch[1]
 
 
-def declarations(graph: Graph, wanted: list[int], action_fp: Callable[[Any], bytes],
-                 params_fp: Callable[[Any], bytes]) -> bytes | None:
+def declarations(
+    rules: list[Rule], unusual: list[Rule], aliases: dict[str, list[str]], invariants: Iterable[str],
+    default: list[str] | None, wanted: list[int], action_fp: Callable[[Any], bytes],
+    params_fp: Callable[[Any], bytes],
+) -> bytes | None:
     """A digest of everything the Pipefile declared that deciding the wanted rules depends on: the
     outputs and inputs of every rule (which rules a target needs), each rule's temp flag, name and
-    output shape, the aliases, invariants and default targets, and the action and params of each
-    wanted rule; None if some action or params cannot be fingerprinted (no proof then)."""
-    rules = graph.rules
+    output shape (`unusual`: the rules that have any, indexed), the aliases, invariants and default
+    targets, and the action and params of each wanted rule; None if some action or params cannot be
+    fingerprinted (no proof then). The same digest means the same graph: a Graph's checks would
+    pass or fail alike, but for targets that name existing files (see `Proof.wanted`)."""
     h = xxhash.xxh3_128()
     # Paths hold no NUL and are never empty: an empty item ends a rule's outputs, then its inputs.
     h.update("\0".join(["\0".join((*r.outputs, "", *r.inputs, "")) for r in rules]).encode(*_ENC))
-    extras = [(r.index, r.temp, r.name, r.shape) for r in graph.unusual]
+    extras = [(r.index, r.temp, r.name, r.shape) for r in unusual]
     try:
         actions = [rules[i].action for i in wanted] if len(wanted) < len(rules) else [r.action for r in rules]
         ids = list(map(id, actions))
         fps = {k: action_fp(a) for k, a in dict(zip(ids, actions)).items()}
         h.update(array("Q", wanted).tobytes())
         h.update(b"".join(map(fps.__getitem__, ids)))
-        if graph.unusual:
-            chosen = set(wanted)
-            unusual = [r for r in graph.unusual if r.params is not None and r.index in chosen]
-        else:
-            unusual = []
-        params = [(r.index, params_fp(r.params)) for r in unusual]
-        h.update(repr((extras, params, sorted(graph.aliases.items()), sorted(graph.invariants),
-                       graph.default_targets())).encode(*_ENC))
+        chosen = set(wanted) if unusual else ()
+        with_params = [r for r in unusual if r.params is not None and r.index in chosen]
+        params = [(r.index, params_fp(r.params)) for r in with_params]
+        h.update(repr((extras, params, sorted(aliases.items()), sorted(invariants), default)).encode(*_ENC))
     except Exception:  # e.g. a value the fingerprint cannot walk: the build will say what is wrong
         return None
     return h.digest()
@@ -135,17 +135,18 @@ def declarations(graph: Graph, wanted: list[int], action_fp: Callable[[Any], byt
 
 class Proof:
     """A stored proof, unpacked: the store generation it holds for, the declarations digest, the
-    directories of its files, the files (NUL-separated, in a fixed order) and their records, RECORD
-    bytes each."""
+    directories of its files, the wanted rules (see `wanted`), the files (NUL-separated, in a fixed
+    order) and their records, RECORD bytes each."""
 
     def __init__(self, meta: tuple, paths: bytes, records: bytes) -> None:
-        self.generation, self.graph, self.dirs = meta
+        self.generation, self.graph, self.dirs, self._wanted = meta
         self._paths, self.records = paths, records
         self.count = len(records) // RECORD
         if (
             type(self.generation) is not str
             or type(self.graph) is not bytes
             or type(self.dirs) is not list
+            or not (self._wanted is None or (type(self._wanted) is bytes and len(self._wanted) % 4 == 0))
             or len(records) != RECORD * self.count
             or len(self.graph) != DIGEST_SIZE
         ):
@@ -161,6 +162,14 @@ class Proof:
             if len(self._list) != self.count:
                 raise ValueError("a proof of the wrong shape")
         return self._list
+
+    @property
+    def wanted(self) -> list[int] | None:
+        """The wanted rules' indices, if every target the build named, every alias target and
+        every default target named a declared alias, output, rule or invariant: then the
+        declarations digest alone vouches for the graph, and the next build with the same digest
+        need not build or check it. None if some target named a file by its existence."""
+        return None if self._wanted is None else array("I", self._wanted).tolist()
 
     @property
     def index(self) -> dict[str, int]:
@@ -179,19 +188,22 @@ class Proof:
 
     def repack(self, generation: str, records: bytes) -> list[bytes]:
         """This proof with new records for the same files, as `write` takes it."""
-        return _parts((generation, self.graph, self.dirs), self._paths, records)
+        return _parts((generation, self.graph, self.dirs, self._wanted), self._paths, records)
 
     @staticmethod
-    def pack(generation: str, graph: bytes, paths: list[str], records: bytes) -> list[bytes]:
+    def pack(
+        generation: str, graph: bytes, wanted: list[int] | None, paths: list[str], records: bytes
+    ) -> list[bytes]:
         dirs = sorted({os.path.dirname(p) or "." for p in paths})  # watched while it is checked
-        return _parts((generation, graph, dirs), "\0".join(paths).encode(*_ENC), records)
+        packed = None if wanted is None else array("I", wanted).tobytes()
+        return _parts((generation, graph, dirs, packed), "\0".join(paths).encode(*_ENC), records)
 
 
 # A proof file: this header (a tag, then the sizes of the three parts), the marshalled
-# (generation, graph, dirs), the paths, the records. The large parts are read and written as they
-# are, without a copy into or out of one large object.
+# (generation, graph, dirs, wanted), the paths, the records. The large parts are read and written
+# as they are, without a copy into or out of one large object.
 _HEADER = struct.Struct("<8sQQQ")
-_TAG = b"bpproof1"
+_TAG = b"bpproof2"
 
 
 def _parts(meta: tuple, paths: bytes, records: bytes) -> list[bytes]:

@@ -313,6 +313,70 @@ def test_given_a_database_written_by_someone_else_since_then_its_own_generation_
     assert PROOF_LINE in built.build("all", "-v").out  # and the next build has a proof again
 
 
+def test_given_the_same_declarations_then_a_no_op_never_builds_the_graph(built):
+    """The declarations digest equal to the proof's vouches for the graph: it is not built."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from buildpipe import graph\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise SystemExit('the graph was built')\n"
+        "graph.Graph.__init__ = refuse\n"
+        "from buildpipe.cli import main\n"
+        "sys.exit(main(['build', '-q', 'all']))\n"
+    )
+    env = {**os.environ, "NO_COLOR": "1"}
+    built.build("all")
+    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and not done.stderr, done
+    built.write("src/c.txt", "changed\n")  # rules to decide: the graph is built
+    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode != 0 and "the graph was built" in done.stderr
+
+
+def test_given_targets_that_name_files_by_their_existence_then_a_deleted_one_is_still_an_error(project):
+    """A target or alias target that names a source file is known only while the file exists: the
+    graph must be checked again each time, proof or not."""
+    project.write("src/a.txt", "a\n")
+    project.write("src/b.txt", "b\n")
+    project.pipefile('rule("out/a.txt", ["src/a.txt"], upper)\nalias("both", ["out/a.txt", "src/b.txt"])\n')
+    for _ in range(2):
+        assert project.build("src/a.txt").rc == 0
+        assert project.build("both").rc == 0
+    project.path("src/a.txt").unlink()
+    assert "unknown target 'src/a.txt'" in project.build("src/a.txt", rc=2).err
+    project.write("src/a.txt", "a\n")
+    project.path("src/b.txt").unlink()
+    assert "names an unknown target 'src/b.txt'" in project.build("both", rc=2).err
+
+
+def test_given_a_rule_the_target_does_not_need_made_invalid_then_the_pipefile_is_still_refused(project):
+    """The digest holds the actions of the wanted rules only: another rule's is checked all the same."""
+    project.write("src/a.txt", "a\n")
+    body = 'rule("out/a.txt", ["src/a.txt"], upper)\nrule("out/b.txt", [], {action})\n'
+    project.pipefile(body.format(action='sh("echo b > {output}")'))
+    assert len(project.build("out/a.txt").ran) == 1
+    assert project.build("out/a.txt").ran == []
+    project.pipefile(body.format(action='sh("cat {input} > {output}")'))
+    assert "uses {input} but the rule has no inputs" in project.build("out/a.txt", rc=2).err
+    project.pipefile(body.format(action="None"))
+    assert "has no action" in project.build("out/a.txt", rc=2).err
+
+
+def test_given_the_default_targets_changed_in_settings_then_the_new_ones_are_built(project):
+    project.write("src/a.txt", "a\n")
+    project.pipefile('rule("out/a.txt", ["src/a.txt"], upper)\nrule("out/b.txt", ["src/a.txt"], cat)\n')
+    project.write("pipe.toml", 'default = ["out/a.txt"]\n')
+    assert project.build().ran == ["out/a.txt"]
+    assert project.build().ran == []
+    project.write("pipe.toml", 'default = ["out/b.txt"]\n')
+    assert project.build().ran == ["out/b.txt"]
+
+
 def test_given_a_damaged_proof_then_the_build_decides_everything_itself(built):
     (found,) = built.path(".buildpipe").glob("proof-*")
     found.write_bytes(found.read_bytes()[:-100])

@@ -29,7 +29,7 @@ def _make(root, count: int) -> tuple[list[str], proof.Proof]:
         paths.append(p)
     for p in paths:
         records.append(file_record(stat_path(p), digest_path(p), time.time_ns()))
-    return paths, _from(proof.Proof.pack("generation", b"g" * 16, paths, b"".join(records)))
+    return paths, _from(proof.Proof.pack("generation", b"g" * 16, None, paths, b"".join(records)))
 
 
 def _start(state_dir: str, key: str) -> proof.Check | None:
@@ -258,11 +258,14 @@ def test_the_helper_stops_where_the_build_has_taken_over(tmp_path):
 
 
 def test_a_proof_of_the_wrong_shape_is_ignored(tmp_path):
-    good = ("g", b"\0" * 16, ["."])
+    good = ("g", b"\0" * 16, ["."], None)
     for meta, paths, records in (
-        ((b"\0" * 16, 5, ["."]), b"a", b"\0" * 49),
-        (("g", b"\0" * 15, ["."]), b"a", b"\0" * 49),
-        (("g", b"\0" * 16, "."), b"a", b"\0" * 49),
+        ((b"\0" * 16, 5, ["."], None), b"a", b"\0" * 49),
+        (("g", b"\0" * 15, ["."], None), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ".", None), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ["."], b"\0\0\0"), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ["."], [0]), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ["."]), b"a", b"\0" * 49),
         (good, b"a\0b", b"\0" * 49),
         (good, b"a", b"\0" * 48),
         (["g"], b"a", b"\0" * 49),
