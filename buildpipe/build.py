@@ -678,10 +678,11 @@ class Build:
                 if now - last_progress >= 0.1:
                     self.reporter.progress(done, len(wanted), list(running.values()))
                     last_progress = now
-            if not dry and not self.signal and any_temp:
-                for d in wanted:
-                    if rules[d].temp:
-                        delete_temp_if_done(d, (UPTODATE, BUILT, DEFERRED))
+            if not dry and not self.signal:
+                if any_temp:
+                    for d in wanted:
+                        if rules[d].temp:
+                            delete_temp_if_done(d, (UPTODATE, BUILT, DEFERRED))
                 self._refresh_racy(summary.ran)
         finally:
             self._restore_signals(old_handlers)
