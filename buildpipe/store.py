@@ -557,7 +557,7 @@ class Store:
             raise
         if self._db is not None:
             self._db.close()
-            if not self.readonly and self.generation is not None:
+            if not self.readonly and self.generation is not None and self.path != ":memory:":
                 self._mirror()
 
 
