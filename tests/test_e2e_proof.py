@@ -20,10 +20,19 @@ from buildpipe import proof
 PROOF_LINE = "against the last build's proof"
 
 
-@pytest.fixture(autouse=True, params=["helper", "inline"])
+both = pytest.mark.both  # run the test both ways (see `checked`)
+
+
+def pytest_generate_tests(metafunc):
+    modes = ["helper", "inline"] if metafunc.definition.get_closest_marker("both") else ["helper"]
+    metafunc.parametrize("checked", modes, indirect=True)
+
+
+@pytest.fixture(autouse=True)
 def checked(request, monkeypatch):
-    """Every test both ways: the proof checked by a forked helper while the Pipefile runs (as for
-    large projects), and by the build itself once it has (small ones)."""
+    """The proof checked by a forked helper while the Pipefile runs (as for large projects); for the
+    tests marked `both`, also by the build itself once the Pipefile has run (small projects). What
+    the build decides from a proof does not depend on who checked it: the rest run once."""
     monkeypatch.setenv("BUILDPIPE_PROOF_INLINE", "0" if request.param == "helper" else "100000")
     return request.param
 
@@ -69,6 +78,7 @@ def built(project: Project) -> Project:
     return project
 
 
+@both
 def test_given_a_successful_build_then_it_leaves_a_proof_and_a_no_op_rests_on_it(built):
     assert proofs(built) == 1
     r = built.build("all", "-v")
@@ -84,6 +94,7 @@ def test_given_a_proof_when_a_source_is_touched_then_nothing_runs_and_the_proof_
     assert proofs(built) == 1
 
 
+@both
 def test_given_a_proof_when_a_source_changes_then_only_what_depends_on_it_runs(built):
     built.write("src/b.txt", "bee\n")
     r = built.build("all", "-v")
@@ -114,6 +125,7 @@ def test_given_a_touch_only_no_op_then_a_later_rebuild_still_sees_the_file_uncha
     assert built.build("all").ran == []
 
 
+@both
 def test_given_a_pipefile_that_runs_pipe_itself_then_nothing_waits_forever(project):
     project.write("src/a.txt", "a\n")
     project.pipefile("""
@@ -213,6 +225,7 @@ alias("more", ["out/all.txt", "out/f.txt"])
     assert built.build("more").ran == []
 
 
+@both
 def test_given_a_pipefile_that_writes_a_source_as_it_runs_then_every_build_sees_the_new_content(project):
     project.pipefile("""
 n = int(Path("count").read_text()) if Path("count").exists() else 0
@@ -226,6 +239,7 @@ rule("out/gen.txt", ["src/gen.txt"], upper)
         assert project.read("out/gen.txt") == f"GENERATION {n}\n"
 
 
+@both
 def test_given_a_pipefile_whose_database_writes_python_does_not_report_then_every_build_sees_them(project):
     project.pipefile("""
 import sqlite3
@@ -244,6 +258,7 @@ rule("out/count.txt", ["data.db"], count)
         assert project.read("out/count.txt") == str(n)
 
 
+@both
 def test_given_a_source_changed_by_another_process_while_the_pipefile_runs_then_it_is_seen(built):
     built.pipefile('MARK = "-"\n' + PIPEFILE + """
 import subprocess
@@ -257,6 +272,7 @@ if Path("edit-me").exists():  # a background process edits a source while this f
     assert built.read("out/all.txt") == "A\nB\n-LATE\n"
 
 
+@both
 def test_given_a_proof_when_the_pipefile_breaks_or_is_interrupted_then_nothing_is_lost(built):
     good = built.path("Pipefile.py").read_text()
     built.path("Pipefile.py").write_text(good + "\nraise ValueError('broken')\n")
@@ -277,6 +293,7 @@ def test_given_a_cleaned_target_then_its_rules_run_again(built):
     assert sorted(built.build("all").ran) == ["out/a.txt", "out/ab.txt", "out/b.txt"]  # cut off
 
 
+@both
 def test_given_a_proof_then_a_no_op_never_opens_the_database(built):
     """The store's generation is read from `state.db.stat` while the database keeps its stat."""
     import subprocess
@@ -313,6 +330,7 @@ def test_given_a_database_written_by_someone_else_since_then_its_own_generation_
     assert PROOF_LINE in built.build("all", "-v").out  # and the next build has a proof again
 
 
+@both
 def test_given_the_same_declarations_then_a_no_op_never_builds_the_graph(built):
     """The declarations digest equal to the proof's vouches for the graph: it is not built."""
     import subprocess
@@ -407,6 +425,7 @@ def test_given_a_damaged_proof_then_the_build_decides_everything_itself(built):
     assert built.build("all").ran == []
 
 
+@both
 def test_given_a_rule_whose_input_changes_while_it_runs_then_no_proof_hides_it(project):
     project.write("src/a.txt", "one\n")
     project.pipefile("""
@@ -456,6 +475,7 @@ SOURCES = ["src/a.txt", "src/b.txt", "src/c.txt"]
 OUTPUTS = ["out/j1.txt", "out/j2.txt", "out/even.txt", "out/odd.txt", "out/both.txt", "out/sh.txt"]
 
 
+@both
 @pytest.mark.parametrize("seed", [0])
 def test_a_random_walk_decides_with_a_proof_exactly_as_without(project, tmp_path, seed, checked):
     """The same edits in a twin project whose proofs are deleted before each build (so that it
