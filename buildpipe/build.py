@@ -341,8 +341,9 @@ class Build:
                 return
             records += rec
         g = self.graph
-        named = [*(self.opts.targets or g.default_targets() or ())]
+        named = [*(self.opts.targets or ()), *(g.default_targets() or ())]  # settings' default, if any
         named += [t for ts in g.aliases.values() for t in ts]
+        named += g.declared_default[0] if g.declared_default is not None else []  # checked all the same
         plain = wanted if g.declared_only(named) else None
         write_proof(state_dir, key, Proof.pack(generation, graph_fp, plain, paths, bytes(records)))
 

@@ -59,7 +59,8 @@ class Graph:
         self.names: dict[str, list[Rule]] = {}
         self.aliases = {name: targets for name, (targets, _) in registry.aliases.items()}
         self.alias_where = {name: where for name, (_, where) in registry.aliases.items()}
-        self.default = registry.default
+        self.default = registry.default  # settings may replace it (see cli), after it is checked
+        self.declared_default = registry.default
         self.invariants = {inv.path: inv for inv in registry.invariants}
         producer = self.producer
         check_actions(self.rules)

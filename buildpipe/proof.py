@@ -272,7 +272,7 @@ class _Watch:
 
     def __init__(self) -> None:
         self.fd = -1
-        self.dirs: dict[int, str] = {}
+        self.dirs: dict[int, list[str]] = {}  # a directory reached by two names has one watch
         self.ok = False
         self._add = None
         if not sys.platform.startswith("linux"):
@@ -287,9 +287,9 @@ class _Watch:
             return self.close()
         self.ok = self.fd >= 0
 
-    def arm(self, dirs: list[str]) -> dict[int, str] | None:
+    def arm(self, dirs: list[str]) -> dict[int, list[str]] | None:
         """Watch `dirs` (in the helper, before its first stat: adding a watch costs the kernel a
-        walk over the directory's cached entries). Returns the directory of each watch, or None
+        walk over the directory's cached entries). Returns the directories of each watch, or None
         if one cannot be added (over the limit of watches, say)."""
         import ctypes
 
@@ -299,7 +299,7 @@ class _Watch:
                 if ctypes.get_errno() == 2:  # the directory is gone: its files are changed
                     continue
                 return None
-            self.dirs[wd] = d
+            self.dirs.setdefault(wd, []).append(d)
         return self.dirs
 
     def changed(self) -> set[str] | None:
@@ -324,9 +324,9 @@ class _Watch:
                 at += length
                 if mask & self.LOST:
                     return None
-                d = self.dirs.get(wd)
-                if d is not None and name:
-                    names.add(os.fsdecode(name) if d == "." else d + "/" + os.fsdecode(name))
+                if name:
+                    for d in self.dirs.get(wd, ()):
+                        names.add(os.fsdecode(name) if d == "." else d + "/" + os.fsdecode(name))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -428,13 +428,17 @@ class Check:
         _reap()
         self.watch = _Watch()  # armed by the helper, before its first stat
         n = proof.count
+        opened: list[int] = []
         try:
             self.shared = mmap.mmap(-1, _progress.size)
-            self.r, w = os.pipe()
-            self.ask, asked = os.pipe()[::-1]
+            opened += os.pipe()
+            opened += os.pipe()
         except OSError:
+            for fd in opened:
+                os.close(fd)
             self.watch.close()
             return
+        self.r, w, asked, self.ask = opened
         _progress.pack_into(self.shared, 0, 0, n)
         # Like the stat helper: Ctrl-C is the build's to handle; the helper only ends.
         quiet = {signal.SIGINT, signal.SIGTERM}
@@ -462,7 +466,7 @@ class Check:
         found = self._forwards() if ok else {}
         if holds >= 0:
             os.close(holds)  # lets go of the lock
-        os.read(asked, 1)  # the build has taken its share (or is gone: end of file)
+        self._wait_for_the_build(asked)
         looked: list[int] = []
         again: dict[int, bytes | None] = {}
         if ok and watch.ok:  # files changed since they were looked at are looked at again
@@ -475,6 +479,19 @@ class Check:
                 for k in looked:
                     _examine(paths, records, k, k + 1, again)
         return ok, found, looked, again
+
+    @staticmethod
+    def _wait_for_the_build(asked: int) -> None:
+        """Until the build has taken its share and asks (or is gone: end of file). A process the
+        Pipefile forked may hold the build's end of the pipe too: a build that died is noticed by
+        its pid no longer being this helper's parent."""
+        import select
+
+        parent = os.getppid()
+        while not select.select([asked], [], [], 1.0)[0]:
+            if os.getppid() != parent:
+                raise SystemExit(1)  # reply_and_exit ends the helper, with no answer
+        os.read(asked, 1)
 
     def _forwards(self) -> dict[int, bytes | None]:
         found: dict[int, bytes | None] = {}

@@ -267,6 +267,8 @@ class Store:
 
     def _mirrored(self) -> str | None:
         """The generation left in `state.db.stat`, if the database has not changed since."""
+        if self.path == ":memory:":
+            return None
         try:
             fd = os.open(self.path + STAT_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
@@ -322,12 +324,11 @@ class Store:
 
     @staticmethod
     def _connect_readonly(path: str) -> sqlite3.Connection:
-        import sqlite3
-
         """Open for reading only, creating nothing; an absent database is an empty state.
 
         A WAL database needs its -shm file even to read; where the directory is read-only and no
         -wal file holds uncommitted pages, `immutable` reads the database file as it is."""
+        import sqlite3
         import urllib.parse
 
         if not os.path.exists(path):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Project
+from conftest import PIPE, Project
 
 from buildpipe import proof
 
@@ -370,6 +370,70 @@ def test_given_targets_that_name_files_by_their_existence_then_a_deleted_one_is_
     project.write("src/a.txt", "a\n")
     project.path("src/b.txt").unlink()
     assert "names an unknown target 'src/b.txt'" in project.build("both", rc=2).err
+
+
+@pytest.mark.parametrize("where", ["pipefile", "settings"])
+def test_given_a_default_that_names_a_file_by_its_existence_then_deleting_it_is_an_error(project, where):
+    """Checked whatever target is built (contract §1), proof or not."""
+    project.write("src/a.txt", "a\n")
+    project.write("README.md", "r\n")
+    body = 'rule("out/a.txt", ["src/a.txt"], upper)\n'
+    if where == "pipefile":
+        project.pipefile(body + 'default("README.md")\n')
+    else:
+        project.pipefile(body)
+        project.write("pipe.toml", 'default = ["README.md"]\n')
+    for _ in range(2):
+        assert project.build("out/a.txt").rc == 0
+    project.path("README.md").unlink()
+    assert "unknown target 'README.md'" in project.build("out/a.txt", rc=2).err
+
+
+def test_given_a_directory_reached_by_two_names_then_a_change_through_either_is_seen(project):
+    """Both names share one inotify watch: an event must name the file under each of them."""
+    project.write("real/a.txt", "a\n")
+    project.write("real/b.txt", "b\n")
+    os.symlink("real", project.path("link"))
+    project.pipefile(
+        'if os.path.exists("edit-me"):\n'
+        '    os.remove("edit-me")\n'
+        '    time.sleep(0.5)  # the helper has looked by now\n'
+        '    with open("link/b.txt", "w") as f:\n'
+        '        f.write("new\\n")\n'
+        'rule("out/a.txt", ["real/a.txt"], upper)\n'
+        'rule("out/b.txt", ["link/b.txt"], upper)\n'
+    )
+    project.build()
+    assert project.build().ran == []
+    project.write("edit-me", "")
+    assert project.build().ran == ["out/b.txt"]
+    assert project.read("out/b.txt") == "NEW\n"
+
+
+def test_given_a_build_killed_while_a_process_it_forked_lives_on_then_its_helper_ends(project):
+    """The helper waits for the build to ask; a child the Pipefile forked holds the build's end of
+    that pipe too, so the helper must notice its build is gone by itself (it holds the build's
+    output pipes: whoever reads them would wait as long)."""
+    import subprocess
+
+    project.write("src/a.txt", "a\n")
+    project.pipefile(
+        'if os.path.exists("kill-me"):\n'
+        '    if os.fork() == 0:  # lives on, holding what the build held but its standard streams\n'
+        '        for fd in (0, 1, 2):\n'
+        '            os.close(fd)\n'
+        '        time.sleep(20)\n'
+        '        os._exit(0)\n'
+        '    os.kill(os.getpid(), 9)\n'
+        'rule("out/a.txt", ["src/a.txt"], upper)\n'
+    )
+    project.build()
+    project.build()
+    project.write("kill-me", "")
+    started = time.monotonic()
+    done = subprocess.run([*PIPE, "build"], cwd=project.root, capture_output=True, timeout=60)
+    assert done.returncode == -9
+    assert time.monotonic() - started < 10, "the helper outlived its build"
 
 
 def test_given_a_rule_the_target_does_not_need_made_invalid_then_the_pipefile_is_still_refused(project):
