@@ -488,7 +488,9 @@ class Check:
         import select
 
         parent = os.getppid()
-        while not select.select([asked], [], [], 1.0)[0]:
+        poll = select.poll()  # not select(): a descriptor may be numbered beyond 1024
+        poll.register(asked, select.POLLIN)
+        while not poll.poll(1000):
             if os.getppid() != parent:
                 raise SystemExit(1)  # reply_and_exit ends the helper, with no answer
         os.read(asked, 1)
