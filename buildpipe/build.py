@@ -640,7 +640,7 @@ class Build:
 
         def start_runnable() -> None:
             while runnable and not stopping and not self.signal:
-                if executor is not None and executor.running() >= executor.slots:
+                if executor is not None and not executor.has_room():
                     break
                 if rng is not None:  # --shuffle: any ready rule may go next
                     k = rng.randrange(len(runnable))

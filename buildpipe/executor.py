@@ -5,7 +5,10 @@ rule; the parent sends a rule's index down the worker's job pipe and reads back 
 the outputs' stat and digest (hashed in the worker, in parallel), the captured stdout/stderr and the
 error, if any. Once a rule has failed without -k, a worker hands back a rule it was sent but has not
 started (NOT_STARTED) instead of running it: the failure may not have reached the parent yet.
-A worker holds one rule at a time: a rule queued behind a long one could not move to an idle worker.
+A worker runs one rule at a time. It is sent a second one to start as soon as the first ends only
+while the first is brief (its action's last STREAK runs in this build each took under BRIEF seconds): a
+trivial rule's round trip through the build process then costs the worker no idle time, and a rule
+queued behind a long one, which could not move to an idle worker, is not a risk worth taking.
 A worker that dies (signal, `os._exit`, out of memory) fails only the rule it was running and is
 replaced. Workers sit in their own process group and die with the parent (PR_SET_PDEATHSIG), so an
 interrupted or killed build leaves no action running.
@@ -21,12 +24,14 @@ import signal
 import struct
 import sys
 import time
-from collections import namedtuple
+from collections import deque, namedtuple
 from collections.abc import Sequence
 
 from .filesystem import RealFileSystem, digest_path, file_record, stat_path
 from .rules import Rule, ShAction, shown
 
+BRIEF = 0.002  # seconds: an action this quick may have the next rule queued behind it (see above)
+STREAK = 8
 LOG_LIMIT = 256 * 1024  # captured output kept per rule (the tail)
 NOT_STARTED = "not started: the build is stopping"  # the error of a rule handed back unrun
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
 
         def start(self, rule: Rule) -> None: ...
         def running(self) -> int: ...
+        def has_room(self) -> bool: ...
         def wait(self, timeout: float | None) -> list[Result]: ...
         def shutdown(self, kill: bool) -> None: ...
 
@@ -139,16 +145,23 @@ def _signame(signum: int) -> str:
 
 def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
     """Delete the old outputs, run the action, then stat and hash what it produced."""
+    # Look before touching: unlink and mkdir lock the directory for writing even when there is
+    # nothing to do, and so queue behind every other worker creating a file there; a stat does not.
     for o in rule.outputs:
         try:
             try:
-                os.unlink(o)
+                os.lstat(o)
             except FileNotFoundError:
                 pass
-            d = os.path.dirname(o)
-            if d:
+            else:
                 try:
-                    os.mkdir(d)  # one system call when the directory is there, the common case
+                    os.unlink(o)
+                except FileNotFoundError:
+                    pass
+            d = os.path.dirname(o)
+            if d and not os.path.isdir(d):
+                try:
+                    os.mkdir(d)
                 except FileExistsError:
                     if not os.path.isdir(d):
                         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), d)
@@ -322,21 +335,23 @@ def _worker_main(
 
 
 class _Worker:
-    __slots__ = ("pid", "job_w", "result_r", "buf", "index")
+    __slots__ = ("pid", "job_w", "result_r", "buf", "sent", "since")
 
     def __init__(self, pid: int, job_w: int, result_r: int) -> None:
         self.pid = pid
         self.job_w = job_w
         self.result_r = result_r
         self.buf = b""
-        self.index = -1  # the rule it was sent, -1 when idle
+        self.sent: deque[int] = deque()  # the rules it was sent and has not answered, in order
+        self.since = 0.0  # when the first of them started (as far as the build process can tell)
 
 
 class ForkExecutor:
     """Up to `slots` rules at once, each in a pre-forked worker process.
 
     With `stop_on_failure` (no -k), the first failure stops every worker from starting another rule:
-    one sent meanwhile comes back as NOT_STARTED."""
+    one sent meanwhile comes back as NOT_STARTED. A worker that dies hands the rules queued behind
+    the one it was running to the other workers (see `_resend`)."""
 
     def __init__(
         self,
@@ -358,6 +373,9 @@ class ForkExecutor:
 
         self.selector = selectors.DefaultSelector()
         self._running = 0
+        self._chosen: _Worker | None = None  # found by has_room() for the next start()
+        self._backlog: deque[int] = deque()  # sent to a worker that died before starting them
+        self._brief: dict[int, int] = {}  # id(action) -> how many of its last runs were brief
 
     def _spawn(self) -> _Worker:
         from selectors import EVENT_READ
@@ -393,19 +411,55 @@ class ForkExecutor:
     def running(self) -> int:
         return self._running
 
+    def has_room(self) -> bool:
+        self._chosen = self._worker()
+        return self._chosen is not None
+
+    def _worker(self) -> _Worker | None:
+        """The worker the next rule goes to: an idle one, a new one, else one whose only rule is
+        brief and not overdue; None if there is none."""
+        workers = self.workers
+        for w in workers:
+            if not w.sent:
+                return w
+        if len(workers) < self.slots:
+            return self._spawn()
+        if self._backlog:
+            return None
+        now = time.perf_counter()
+        for w in workers:
+            if len(w.sent) == 1 and now - w.since < BRIEF:
+                if self._brief.get(id(self.rules[w.sent[0]].action), 0) >= STREAK:
+                    return w
+        return None
+
     def start(self, rule: Rule) -> None:
-        """Give `rule` to an idle worker, forking one if fewer than `slots` exist."""
-        w = next((w for w in self.workers if w.index < 0), None)
-        if w is None:
-            if len(self.workers) >= self.slots:
-                raise RuntimeError("no free worker")
-            w = self._spawn()
-        w.index = rule.index
+        """Give `rule` to a worker (the one `has_room` found), forking one if fewer than `slots`
+        exist."""
+        w, self._chosen = self._chosen or self._worker(), None
+        if w is None or w not in self.workers:
+            raise RuntimeError("no free worker")
         self._running += 1
+        self._send(w, rule.index)
+
+    def _send(self, w: _Worker, index: int) -> None:
+        if not w.sent:
+            w.since = time.perf_counter()
+        w.sent.append(index)
         try:
-            _write_all(w.job_w, _HEADER.pack(rule.index))
+            _write_all(w.job_w, _HEADER.pack(index))
         except BrokenPipeError:
             pass  # it died already: its death is reported by wait()
+
+    def _resend(self) -> None:
+        """Rules a dead worker never started go to idle workers (new ones if need be)."""
+        while self._backlog:
+            w = next((w for w in self.workers if not w.sent), None)
+            if w is None:
+                if len(self.workers) >= self.slots:
+                    return
+                w = self._spawn()
+            self._send(w, self._backlog.popleft())
 
     def wait(self, timeout: float | None) -> list[Result]:
         """Results of finished rules; [] when `timeout` passed first."""
@@ -415,7 +469,7 @@ class ForkExecutor:
             # A worker whose action forked keeps its result pipe open through the grandchild
             # even after it died: look for dead busy workers by pid as well.
             for w in list(self.workers):
-                if w.index >= 0:
+                if w.sent:
                     pid, status = os.waitpid(w.pid, os.WNOHANG)
                     if pid == w.pid:
                         results.extend(self._died(w, status))
@@ -434,9 +488,16 @@ class ForkExecutor:
                 if len(w.buf) < 4 + n:
                     break
                 payload, w.buf = w.buf[4 : 4 + n], w.buf[4 + n :]
-                w.index = -1
+                res = Result(*marshal.loads(payload))
+                w.sent.popleft()
+                w.since = time.perf_counter()  # the next one, if any, starts now
                 self._running -= 1
-                results.append(Result(*marshal.loads(payload)))
+                if res.seconds is not None:
+                    action = id(self.rules[res.rule].action)
+                    self._brief[action] = self._brief.get(action, 0) + 1 if res.seconds < BRIEF else 0
+                results.append(res)
+        if self._backlog:
+            self._resend()
         return results
 
     def _died(self, w: _Worker, status: int | None = None) -> list[Result]:
@@ -453,8 +514,10 @@ class ForkExecutor:
         self.workers.remove(w)
         if status is None:
             status = os.waitpid(w.pid, 0)[1]
-        if w.index < 0:
+        if not w.sent:
             return []
+        index = w.sent.popleft()
+        self._backlog.extend(w.sent)  # queued behind it, never started
         self._running -= 1
         if self.stop_on_failure:
             self.stop[0] = 1
@@ -462,12 +525,12 @@ class ForkExecutor:
             how = f"killed by {_signame(os.WTERMSIG(status))}"
         else:
             how = f"exited with status {os.waitstatus_to_exitcode(status)} (os._exit?)"
-        return [Result(w.index, False, None, "", f"the worker running this rule died: {how}")]
+        return [Result(index, False, None, "", f"the worker running this rule died: {how}")]
 
     def shutdown(self, kill: bool) -> None:
         """Stop every worker: idle ones by closing their pipe, busy ones (when `kill`) by SIGKILL."""
         for w in self.workers:
-            if kill and w.index >= 0:
+            if kill and w.sent:
                 try:
                     os.killpg(w.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):

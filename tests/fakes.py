@@ -300,6 +300,9 @@ class FakeExecutor:
     def running(self) -> int:
         return len(self.queue)
 
+    def has_room(self) -> bool:
+        return len(self.queue) < self.slots
+
     def wait(self, timeout: float | None) -> list[Result]:
         if not self.queue:
             return []
