@@ -52,6 +52,7 @@ class Graph:
     """
 
     def __init__(self, registry: Registry) -> None:
+        registry.finish()
         self.root = registry.root
         self.rules: list[Rule] = registry.rules
         self.unusual = registry.unusual  # with params, temp, a name or a shape; the rest have none

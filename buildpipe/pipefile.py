@@ -42,6 +42,7 @@ def load(path: str) -> Registry:
         sys.path.insert(0, root)
     try:
         exec(code, module.__dict__)
+        registry.finish()
     except PipefileError:
         raise
     except SystemExit as e:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buildpipe.dsl import _all_normal, _is_normal
+from buildpipe.errors import PipefileError
 
 
 def test_given_the_decorator_form_then_the_name_is_the_rule_and_stands_as_an_input(project):
@@ -148,6 +149,22 @@ def test_given_sources_given_as_paths_then_they_are_the_same_files(project):
     assert project.read("out/b.txt") == "A"
 
 
+def test_given_an_alias_naming_a_rule_declared_by_an_unnormal_path_then_it_builds_that_rule(project):
+    """Paths of the common rule() form are normalised once the Pipefile has run; an alias taking the
+    Rule itself before that names the same rule."""
+    project.pipefile(
+        """
+        r = rule("./out//a.txt", ["src//a.txt"], upper)
+        alias("both", [r, rule("out/b.txt", [r], cat)])
+        rule("out/c.txt", [Path("out/b.txt")], cat)
+        """
+    )
+    project.write("src/a.txt", "a")
+    assert project.build("both").ran == ["out/a.txt", "out/b.txt"]
+    assert project.build("out/c.txt").ran == ["out/c.txt"]
+    assert project.read("out/c.txt") == "A"
+
+
 def test_given_an_input_outside_the_project_then_it_is_tracked_by_content(project):
     outside = project.scratch / "shared.txt"
     outside.write_text("v1")
@@ -276,6 +293,35 @@ def test_the_fast_path_check_of_many_paths_agrees_with_the_check_of_each(paths):
     """rule() accepts a declaration on its fast path only when every path is already normal."""
     first, rest = paths[0], paths[1:]
     assert _all_normal(first, rest) == all(_is_normal(p) for p in paths)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="ab/.\0", max_size=5),
+            st.lists(st.text(alphabet="ab/.", max_size=5), max_size=3),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_paths_checked_after_the_pipefile_ran_are_those_checked_at_each_call(declarations):
+    """rule()'s common case (a str output, a list of inputs) leaves its paths to Registry.finish;
+    a tuple of inputs takes the path that checks them at once. Same paths, same errors."""
+    from buildpipe import dsl
+
+    def declare(kind):
+        reg = dsl.fresh_registry("/project")
+        try:
+            for out, ins in declarations:
+                dsl.rule(out, list(ins) if kind is list else tuple(ins), action=print)
+            reg.finish()
+        except PipefileError as e:
+            return e.message
+        return [(r.outputs, r.inputs) for r in reg.rules]
+
+    assert declare(list) == declare(tuple)
 
 
 def test_given_an_action_then_it_runs_with_the_garbage_collector_on(project):
