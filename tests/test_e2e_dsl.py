@@ -117,6 +117,22 @@ def test_given_sh_with_file_names_starting_with_a_dash_then_they_are_not_taken_f
     assert project.read("-o.txt") == "n\ne\nn\n"
 
 
+def test_given_sh_then_the_command_reads_nothing_and_dies_quietly_of_a_closed_pipe(project):
+    """A shell command gets /dev/null for input (it never waits on the terminal) and SIGPIPE as
+    shells expect it (`yes | head` ends at once, without "Broken pipe" complaints)."""
+    project.pipefile(
+        """
+        rule("out/in.txt", [], sh("cat > {output}"))
+        rule("out/pipe.txt", [], sh("yes | head -n 2 > {output}"))
+        """
+    )
+    r = project.build()
+    assert sorted(r.ran) == ["out/in.txt", "out/pipe.txt"]
+    assert project.read("out/in.txt") == ""
+    assert project.read("out/pipe.txt") == "y\ny\n"
+    assert "pipe" not in r.err.lower().replace("out/pipe.txt", "")
+
+
 def test_given_an_explicit_invariant_then_it_is_tracked_like_a_source(project):
     project.pipefile(
         """
