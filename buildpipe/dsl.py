@@ -223,11 +223,11 @@ def rule(
         and (callable(action) or isinstance(action, ShAction))
     ):  # the paths are checked by Registry.finish once the Pipefile has run
         f = sys._getframe(1)
-        if f.f_code.co_filename.startswith(_PACKAGE_DIR):
-            where = _caller()
-        else:
-            where = (f.f_code.co_filename, f.f_lineno)
-        r = Rule((outputs,), tuple(inputs), action, None, False, where, None, None)
+        code = f.f_code
+        if code.co_filename.startswith(_PACKAGE_DIR):
+            r = Rule((outputs,), tuple(inputs), action, None, False, _caller(), None, None)
+        else:  # the line is found from the instruction when needed (see Rule.where)
+            r = Rule((outputs,), tuple(inputs), action, None, False, (code, f.f_lasti), None, None)
         reg.rules.append(r)
         return r
     where = _caller()

@@ -46,7 +46,7 @@ class Rule:
     "list" for a list, or a tuple of keys for a dict.
     """
 
-    __slots__ = ("outputs", "inputs", "action", "params", "temp", "where", "shape", "name", "index")
+    __slots__ = ("outputs", "inputs", "action", "params", "temp", "_where", "shape", "name", "index")
 
     def __init__(
         self,
@@ -55,7 +55,7 @@ class Rule:
         action: Callable[..., Any] | ShAction | None,
         params: dict[str, Any] | None,
         temp: bool,
-        where: tuple[str, int],
+        where: tuple[str, int] | tuple[Any, int],
         shape: None | str | tuple[str, ...],
         name: str | None,
     ) -> None:
@@ -64,7 +64,7 @@ class Rule:
         self.action = action
         self.params = params
         self.temp = temp
-        self.where = where
+        self._where = where  # or (code object, instruction offset): see `where`
         self.shape = shape
         self.name = name
         self.index = -1
@@ -88,6 +88,18 @@ class Rule:
         if self.name is None:
             self.name = getattr(func, "__name__", None)
         return self
+
+    @property
+    def where(self) -> tuple[str, int]:
+        """The file and line that declared the rule. rule() may give the code and the offset of
+        the instruction instead: finding the line costs more than the rest of a declaration, and
+        it is needed only when a rule is shown."""
+        w: Any = self._where
+        if type(w[0]) is not str:
+            code, offset = w
+            line = next((n for start, end, n in code.co_lines() if start <= offset < end), None)
+            w = self._where = (code.co_filename, line or code.co_firstlineno)
+        return w
 
     @property
     def id(self) -> str:
