@@ -32,19 +32,17 @@ class Registry:
     def finish(self) -> None:
         """Check and normalise the paths of the rules declared since the last call, as `rule()`
         would have: its common case leaves that to this one pass over all of them at once (one
-        string scanned instead of thirty small ones per rule). Run once the Pipefile has run (a
-        target named meanwhile by a Rule is normalised when resolved, as any named path is)."""
+        string scanned instead of thirty small ones per rule). Run once the Pipefile has run, and
+        before another declaration takes such a Rule's outputs (as inputs or targets)."""
         fresh = [r for r in self.rules[self.checked :] if r.index < 0]  # declared unchecked
         self.checked = len(self.rules)
         if not fresh:
             return
-        try:
-            outs = [r.outputs[0] for r in fresh]
-            ins = [p for r in fresh for p in r.inputs]
-            if _normal_joined("\0".join(outs + ins), len(outs) + len(ins)):
-                return
-        except TypeError:  # not all plain str: Path, Rule or Invariant inputs
-            pass
+        outs = [r.outputs[0] for r in fresh]
+        ins = [p for r in fresh for p in r.inputs]
+        # Plain str only (a Path, a Rule, an Invariant or a str subclass is normalised one by one).
+        if set(map(type, ins)) <= {str} and _normal_joined("\0".join(outs + ins), len(outs) + len(ins)):
+            return
         root = self.root
         for r in fresh:
             if _all_normal(r.outputs[0], r.inputs):
@@ -165,6 +163,8 @@ def _inputs(inputs: Any, root: str, where: tuple[str, int]) -> tuple[str, ...]:
         if type(item) is str:
             out.append(_norm(item, root, where, "an input"))
         elif isinstance(item, Rule):
+            if item.index < 0:  # declared by the common form: its paths may not be checked yet
+                _current[0].finish()
             out.extend(item.outputs)
         elif isinstance(item, Invariant):
             out.append(item.path)
@@ -324,6 +324,8 @@ def _targets(targets: Any, where: tuple[str, int], what: str) -> list[str]:
         )
     for t in items:
         if isinstance(t, Rule):
+            if t.index < 0:  # as in _inputs
+                _current[0].finish()
             out.append(t.outputs[0])
         elif isinstance(t, Invariant):
             out.append(t.path)

@@ -125,8 +125,10 @@ def _spawn_sh(cmd: str) -> int:
 
     posix_spawn (vfork and exec, as ninja does) costs the same whatever the worker's size, and
     none of subprocess's machinery per rule. The shell gets the worker's stdout and stderr (the
-    capture file) and its environment, and no other descriptor: every other one the build or
-    the Pipefile opened is close-on-exec, as Python opens them."""
+    capture file) and its environment, and no other descriptor: the worker made every other one
+    close-on-exec when it started (see `_keep_to_itself`), as Python opens its own."""
+    if signal.getsignal(signal.SIGCHLD) is not signal.SIG_DFL:  # ignored by an earlier action,
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the shell's exit status would be lost
     pid = os.posix_spawn(
         "/bin/sh",
         ["/bin/sh", "-c", cmd],
@@ -282,6 +284,21 @@ def _die_with_parent() -> None:
 _home = ""  # the Pipefile's directory: every action starts there
 
 
+def _keep_to_itself() -> None:
+    """Descriptors beyond 0-2 that `pipe` was started with (a shell's `9>file`, say) are not passed
+    on to shell commands, as subprocess would not either."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+
+
 def _capture_file() -> int:
     """An unnamed temporary file for a worker's stdout and stderr. O_TMPFILE spares each worker
     importing tempfile (8 ms, on the path of a build that runs one rule)."""
@@ -315,6 +332,7 @@ def _worker_main(
     os.dup2(cfd, 1)
     os.dup2(cfd, 2)
     _home = os.getcwd()
+    _keep_to_itself()
     packed_stats = RealFileSystem.packed_stats
     # Actions may make cyclic garbage: collect it, but never walk (and so copy) the inherited heap.
     gc.freeze()
@@ -494,6 +512,7 @@ class ForkExecutor:
                 if w.sent:
                     pid, status = os.waitpid(w.pid, os.WNOHANG)
                     if pid == w.pid:
+                        self._drain(w, results)  # what it answered before it died
                         results.extend(self._died(w, status))
         for key, _ in events:
             w = key.data
@@ -504,23 +523,40 @@ class ForkExecutor:
             if not data:
                 results.extend(self._died(w))
                 continue
-            w.buf += data
-            while len(w.buf) >= 4:
-                (n,) = _HEADER.unpack_from(w.buf)
-                if len(w.buf) < 4 + n:
-                    break
-                payload, w.buf = w.buf[4 : 4 + n], w.buf[4 + n :]
-                res = Result(*marshal.loads(payload))
-                w.sent.popleft()
-                w.since = time.perf_counter()  # the next one, if any, starts now
-                self._running -= 1
-                if res.seconds is not None:
-                    action = id(self.rules[res.rule].action)
-                    self._brief[action] = self._brief.get(action, 0) + 1 if res.seconds < BRIEF else 0
-                results.append(res)
+            self._take(w, data, results)
         if self._backlog:
             self._resend()
         return results
+
+    def _take(self, w: _Worker, data: bytes, results: list[Result]) -> None:
+        """The whole results among what `w` has sent so far."""
+        w.buf += data
+        while len(w.buf) >= 4:
+            (n,) = _HEADER.unpack_from(w.buf)
+            if len(w.buf) < 4 + n:
+                break
+            payload, w.buf = w.buf[4 : 4 + n], w.buf[4 + n :]
+            res = Result(*marshal.loads(payload))
+            w.sent.popleft()
+            w.since = time.perf_counter()  # the next one, if any, starts now
+            self._running -= 1
+            if res.seconds is not None:
+                action = id(self.rules[res.rule].action)
+                self._brief[action] = self._brief.get(action, 0) + 1 if res.seconds < BRIEF else 0
+            results.append(res)
+
+    def _drain(self, w: _Worker, results: list[Result]) -> None:
+        """Take what a dead worker left in its pipe, without waiting for more (a process it
+        started may still hold the pipe open)."""
+        os.set_blocking(w.result_r, False)
+        while True:
+            try:
+                data = os.read(w.result_r, 1 << 16)
+            except OSError:  # BlockingIOError included: nothing more for now
+                return
+            if not data:
+                return
+            self._take(w, data, results)
 
     def _died(self, w: _Worker, status: int | None = None) -> list[Result]:
         # Whatever the worker started (a shell command, its children) dies with it: left running,

@@ -97,8 +97,7 @@ class Rule:
         w: Any = self._where
         if type(w[0]) is not str:
             code, offset = w
-            line = next((n for start, end, n in code.co_lines() if start <= offset < end), None)
-            w = self._where = (code.co_filename, line or code.co_firstlineno)
+            w = self._where = (code.co_filename, _line_at(code, offset))
         return w
 
     @property
@@ -107,6 +106,26 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"<Rule {self.outputs[0]}>"
+
+
+_line_tables: dict[Any, tuple[list[int], list[tuple[int, int, int | None]]]] = {}
+
+
+def _line_at(code: Any, offset: int) -> int:
+    """The line of the instruction at `offset` in `code` (its table read once per code object:
+    a generated Pipefile may declare thousands of rules, one a line)."""
+    table = _line_tables.get(code)
+    if table is None:
+        ranges = list(code.co_lines())
+        table = _line_tables[code] = ([start for start, _, _ in ranges], ranges)
+    from bisect import bisect_right
+
+    k = bisect_right(table[0], offset) - 1
+    if k >= 0:
+        start, end, line = table[1][k]
+        if offset < end and line is not None:
+            return line
+    return int(code.co_firstlineno)
 
 
 _root: list[str] = [""]

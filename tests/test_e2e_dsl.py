@@ -3,6 +3,8 @@ invariants, parallel workers, and where the state lives (§5)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -132,6 +134,26 @@ def test_given_sh_then_the_command_reads_nothing_and_dies_quietly_of_a_closed_pi
     assert "pipe" not in r.err.lower().replace("out/pipe.txt", "")
 
 
+def test_given_sh_then_the_command_gets_no_descriptor_pipe_was_started_with(project):
+    """A descriptor `pipe` inherited (a shell's `9>file`) is not passed on to shell commands."""
+    import subprocess
+
+    from conftest import PIPE
+
+    project.pipefile('rule("out/fds.txt", [], sh("ls /proc/$$/fd > {output}"))\n')
+    with open(project.root / "held.txt", "w") as held:
+        os.dup2(held.fileno(), 45)  # inheritable
+        try:
+            subprocess.run(
+                [*PIPE, "build"], cwd=project.root, env=project.env(), stdin=subprocess.DEVNULL,
+                capture_output=True, check=True, timeout=60, pass_fds=(45,),
+            )
+        finally:
+            os.close(45)
+    fds = [int(n) for n in project.read("out/fds.txt").split()]
+    assert 45 not in fds and {0, 1, 2} <= set(fds), fds
+
+
 def test_given_an_explicit_invariant_then_it_is_tracked_like_a_source(project):
     project.pipefile(
         """
@@ -178,6 +200,41 @@ def test_given_an_alias_naming_a_rule_declared_by_an_unnormal_path_then_it_build
     assert project.build("both").ran == ["out/a.txt", "out/b.txt"]
     assert project.build("out/c.txt").ran == ["out/c.txt"]
     assert project.read("out/c.txt") == "A"
+
+
+def test_given_other_forms_taking_a_rule_declared_by_an_unnormal_path_then_they_depend_on_it(project):
+    """The decorator form and a tuple of inputs copy the Rule's outputs at once: normalised first."""
+    project.pipefile(
+        """
+        a = rule("./gen//a.txt", ["src/a.txt"], upper)
+
+        @rule("out/b.txt", a)
+        def bang(output, inputs):
+            log(output)
+            output.write_text(inputs[0].read_text() + "!")
+
+        rule("out/c.txt", (a, "src/a.txt"), cat)
+        """
+    )
+    project.write("src/a.txt", "a")
+    assert project.build("out/b.txt", "out/c.txt").ran == ["gen/a.txt", "out/b.txt", "out/c.txt"]
+    assert project.read("out/b.txt") == "A!" and project.read("out/c.txt") == "Aa"
+    project.write("src/a.txt", "b")
+    assert project.build("out/b.txt").ran == ["gen/a.txt", "out/b.txt"]
+
+
+def test_given_inputs_of_a_str_subclass_then_they_are_plain_paths(project):
+    project.pipefile(
+        """
+        class Name(str):
+            pass
+
+        rule("out/s.txt", [Name("src/a.txt")], upper)
+        """
+    )
+    project.write("src/a.txt", "a")
+    assert project.build().ran == ["out/s.txt"]
+    assert project.build().ran == []
 
 
 def test_given_an_input_outside_the_project_then_it_is_tracked_by_content(project):
@@ -337,6 +394,30 @@ def test_paths_checked_after_the_pipefile_ran_are_those_checked_at_each_call(dec
         return [(r.outputs, r.inputs) for r in reg.rules]
 
     assert declare(list) == declare(tuple)
+
+
+def test_a_rule_is_placed_at_the_line_that_declared_it():
+    """Rule.where, found from the instruction offset, is the line f_lineno would have given."""
+    from buildpipe import dsl
+
+    lines = ["from buildpipe import rule", "def f(output, inputs): pass", "x = 1"]
+    expected = {}
+    for k in range(300):
+        if k % 7 == 0:  # a call spread over three lines: the line it starts on
+            expected[f"out/{k}"] = len(lines) + 1
+            lines += ["rule(", f'    "out/{k}", ["src/a"],', "    f)"]
+        elif k % 5 == 0:  # two on one line, in a loop
+            expected[f"out/{k}"] = expected[f"out/{k}b"] = len(lines) + 2
+            lines += [f"for o in ['out/{k}', 'out/{k}b']:", "    rule(o, [], f); y = 2"]
+        else:
+            expected[f"out/{k}"] = len(lines) + 1
+            lines.append(f'rule("out/{k}", ["src/a"], f)')
+    reg = dsl.fresh_registry("/project")
+    exec(compile("\n".join(lines), "/project/Pipefile.py", "exec"), {})
+    reg.finish()
+    assert {r.outputs[0]: r.where for r in reg.rules} == {
+        o: ("/project/Pipefile.py", n) for o, n in expected.items()
+    }
 
 
 def test_given_an_action_then_it_runs_with_the_garbage_collector_on(project):

@@ -90,3 +90,39 @@ def test_nothing_waits_behind_an_action_that_is_not_brief(workdir: Path, monkeyp
     results, deepest = run_all(ForkExecutor(rules, slots=1), rules)
     assert deepest == 1  # each run took 20 ms: one rule at a time
     assert all(res.ok for res in results.values()) and len(results) == 12
+
+
+def test_a_dead_worker_found_by_its_pid_has_its_last_answers_read_first(
+    workdir: Path, monkeypatch: Any
+) -> None:
+    """A worker that answered for one rule and died running the next, seen dead by waitpid (its
+    pipe can stay open through a process it started): the first rule is a success."""
+    monkeypatch.setattr(ex, "BRIEF", 60.0)
+    names = [f"r{k}.txt" for k in range(12)] + ["a.txt", "die.txt"]
+    rules = rules_named(names)
+    executor = ForkExecutor(rules, slots=1, stop_on_failure=False)
+    try:
+        results, _ = run_all_but(executor, rules, last=2)
+        executor.start(rules[-2])
+        assert executor.has_room()  # brief: the next may wait behind it
+        executor.start(rules[-1])
+        time.sleep(1)  # a.txt answered, die.txt killed the worker
+        real_select = executor.selector.select
+        monkeypatch.setattr(executor.selector, "select", lambda timeout: [])  # as if it timed out
+        got = {os.path.basename(rules[res.rule].outputs[0]): res for res in executor.wait(0)}
+        monkeypatch.setattr(executor.selector, "select", real_select)
+    finally:
+        executor.shutdown(kill=True)
+    assert got["a.txt"].ok, got
+    assert not got["die.txt"].ok and "SIGKILL" in got["die.txt"].error
+    assert executor.running() == 0
+
+
+def run_all_but(executor: ForkExecutor, rules: list[Rule], last: int) -> tuple[dict[str, Result], int]:
+    """run_all for all rules but the `last` ones, leaving the executor running."""
+    shutdown = executor.shutdown
+    executor.shutdown = lambda kill: None  # type: ignore[method-assign]
+    try:
+        return run_all(executor, rules[:-last])
+    finally:
+        executor.shutdown = shutdown  # type: ignore[method-assign]
