@@ -49,12 +49,7 @@ class Registry:
                 continue
             where = r.where
             out = _norm(r.outputs[0], root, where, "an output")
-            if _outside(out):
-                raise PipefileError(
-                    f"output {out} lies outside the project directory {root} "
-                    "(pass allow_outside=True to write it there all the same)",
-                    where=format_where(where),
-                )
+            _check_inside(out, root, where, False)
             r.outputs = (out,)
             r.inputs = _inputs(list(r.inputs), root, where)
 
@@ -148,6 +143,15 @@ def _norm(path: Any, root: str, where: tuple[str, int], what: str) -> str:
 
 def _outside(p: str) -> bool:
     return os.path.isabs(p) or p == ".." or p.startswith(".." + os.sep) or p == "."
+
+
+def _check_inside(output: str, root: str, where: tuple[str, int], allow_outside: bool) -> None:
+    if _outside(output) and not (allow_outside and output not in ("..", ".")):
+        raise PipefileError(
+            f"output {output} lies outside the project directory {root} "
+            "(pass allow_outside=True to write it there all the same)",
+            where=format_where(where),
+        )
 
 
 def _inputs(inputs: Any, root: str, where: tuple[str, int]) -> tuple[str, ...]:
@@ -262,12 +266,7 @@ def rule(
             where=format_where(where),
         )
     for o in outs:
-        if _outside(o) and not (allow_outside and o not in ("..", ".")):
-            raise PipefileError(
-                f"output {o} lies outside the project directory {root} "
-                "(pass allow_outside=True to write it there all the same)",
-                where=format_where(where),
-            )
+        _check_inside(o, root, where, allow_outside)
     if len(set(outs)) != len(outs):
         raise PipefileError(f"rule {outs[0]} names an output twice", where=format_where(where))
     ins = _inputs(inputs, root, where)

@@ -174,7 +174,7 @@ def run_rule(rule: Rule) -> tuple[bool, list[Any] | None, str]:
     for o in rule.outputs:
         try:
             try:
-                os.lstat(o)
+                os.lstat(o)  # its errors (a symlink loop above it, say) are the output's
             except FileNotFoundError:
                 pass
             else:
@@ -494,11 +494,9 @@ class ForkExecutor:
     def _resend(self) -> None:
         """Rules a dead worker never started go to idle workers (new ones if need be)."""
         while self._backlog:
-            w = next((w for w in self.workers if not w.sent), None)
+            w = self._worker()  # idle or new only, while there is a backlog
             if w is None:
-                if len(self.workers) >= self.slots:
-                    return
-                w = self._spawn()
+                return
             self._send(w, self._backlog.popleft())
 
     def wait(self, timeout: float | None) -> list[Result]:
