@@ -23,18 +23,19 @@ from collections import deque
 from collections.abc import Callable
 
 from .executor import NOT_STARTED, Result
-from .filesystem import STAT_END, TRUSTED, file_record, is_racy, record_mtime
+from .filesystem import STAT_END, TRUSTED, file_record, is_racy, recorded_stat
 from .fingerprint import Fingerprinter, params_fingerprint
 from .graph import Graph, describe
 from .proof import RECORD, Changes, Check, Proof, declarations
 from .proof import write as write_proof
 from .rebuilder import CHANGED, MISSING, UNKNOWN, UNREADABLE, FileStates, Reason, only_missing, reasons
 from .rules import Rule, shown
-from .store import DIGEST_SIZE, Store, pack_rule, paths_key, unpack_rule
+from .store import DIGEST_SIZE, Store, pack_rule, paths_key, record_digests, unpack_rule
 
 TYPE_CHECKING = False
 
 WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
+DECIDE_BATCH = 200  # ready rules decided between starting rules
 FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
 REFRESH_MAX_BYTES = 1 << 20  # larger outputs are left to be re-hashed if the next build needs them
 
@@ -291,13 +292,14 @@ class Build:
         the very record it would get (an input that changed while it ran, say, leaves no proof).
         From a proof, only the files that changed, were touched or were rebuilt get new records."""
         memo, store, rules = self.states.memo, self.store, self.rules
+        stored_rule = store.rules.get
         for i in ran:
+            # Its record's paths and fingerprints are this build's (it ran in it): compare digests.
             r = rules[i]
-            ins = b"".join([memo.get(p, MISSING) for p in r.inputs])
+            raw = stored_rule(r.outputs[0])
             outs = b"".join([memo.get(p, MISSING) for p in r.outputs])
-            now = pack_rule(paths_key(r.inputs), ins, self._action_fp(r.action),
-                            params_fingerprint(r.params), paths_key(r.outputs), outs)
-            if store.rules.get(r.outputs[0]) != now:
+            ins = b"".join([memo.get(p, MISSING) for p in r.inputs])
+            if raw is None or record_digests(raw) != outs + ins:
                 return
         files_get = store.files.get
         unproven = (MISSING, UNREADABLE, UNKNOWN, CHANGED)
@@ -655,7 +657,10 @@ class Build:
         last_flush = last_progress = time.perf_counter()
         try:
             while not self.signal:
-                while ready and not stopping:
+                # Decide a batch at a time, so that the first rules start while the rest are decided.
+                for _ in range(DECIDE_BATCH):
+                    if not ready or stopping:
+                        break
                     i = ready.popleft()
                     if state[i] == WAITING:
                         evaluate(i)
@@ -665,7 +670,7 @@ class Build:
                         break
                     continue
                 assert executor is not None
-                results = executor.wait(0.2)
+                results = executor.wait(0 if ready and not stopping else 0.2)
                 if opts.keep_going or all(res.ok for res in results):
                     start_runnable()  # the freed workers get their next rules before the bookkeeping
                 for res in results:
@@ -738,20 +743,18 @@ class Build:
         the sound way to make the record trustworthy, paid here rather than on the next no-op."""
         store, fs = self.store, self.fs
         now = fs.now_ns()
+        paths = []
         for i in ran:
             for path in self.rules[i].outputs:
                 rec = store.files.get(path)
                 if rec is None or rec[TRUSTED]:
                     continue
-                if is_racy(record_mtime(rec), now):
-                    continue  # too recent still: the next build re-hashes it
-                st = fs.stat(path)
-                if st is None or st[0] < 0 or st[0] > REFRESH_MAX_BYTES:
-                    continue
-                try:
-                    store.put_file(path, file_record(st, fs.digest(path), now))
-                except OSError:
-                    continue
+                size, mtime = recorded_stat(rec)[:2]
+                if size <= REFRESH_MAX_BYTES and not is_racy(mtime, now):  # else left to the next build
+                    paths.append(path)
+        for path, (st, d) in zip(paths, fs.hash_files(paths)):
+            if st is not None and st[0] >= 0 and isinstance(d, bytes):
+                store.put_file(path, file_record(st, d, now))
 
     # -- signals ----------------------------------------------------------------------------------
 

@@ -17,6 +17,9 @@ import time
 import xxhash
 
 Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+# A file read by `hash_files`: (stat, digest) of a regular file; (None, None) if it is missing;
+# (DIRECTORY or NOT_REGULAR, None); (None, why) if it could not be stat'ed or read.
+Hashed = tuple[Stat | None, bytes | str | None]
 DIRECTORY: Stat = (-1, 0, 0, 0)  # stat() of a directory
 NOT_REGULAR: Stat = (-2, 0, 0, 0)  # stat() of a FIFO, socket or device
 
@@ -51,10 +54,10 @@ def file_record(st: Stat, digest: bytes, recorded_ns: int) -> bytes:
     return pack_stat(*st) + digest + (b"\0" if is_racy(st[1], recorded_ns) else b"\1")
 
 
-def record_mtime(record: bytes) -> int:
-    """The mtime in a file record (meaningless for the rare digest-packed state: used only to
-    decide when to re-read a racy record, which `file_record` then judges from the real stat)."""
-    return STAT_RECORD.unpack_from(record)[1]
+def recorded_stat(record: bytes) -> Stat:
+    """The stat in a file record (meaningless for the rare digest-packed state: used only to decide
+    whether to re-read a racy record, which `file_record` then judges from the real stat)."""
+    return STAT_RECORD.unpack_from(record)
 
 
 def is_racy(mtime_ns: int, recorded_ns: int) -> bool:
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
     class FileSystem(Protocol):
         def stat(self, path: str) -> Stat | None: ...
         def packed_stats(self, paths: list[str]) -> list[bytes | None]: ...
+        def hash_files(self, paths: list[str]) -> list[Hashed]: ...
         def digest(self, path: str) -> bytes: ...
         def remove(self, path: str) -> None: ...
         def now_ns(self) -> int: ...
@@ -110,6 +114,7 @@ def digest_bytes(data: bytes) -> bytes:
 
 
 PARALLEL_STATS = 4000  # paths from which a second process shares the stat calls
+PARALLEL_HASHES = 200  # files from which a second process shares the hashing
 
 
 def _packed_stats(paths: list[str]) -> list[bytes | None]:
@@ -151,18 +156,18 @@ def reply_and_exit(r: int, w: int, answer: Callable[[], Any]) -> NoReturn:
         os._exit(code)
 
 
-class _StatHelper:
-    """A forked process that stats `paths` and sends back the marshalled list. Any trouble (no fork,
-    the helper killed, a short read) yields None, and the caller stats the paths itself. It lives
-    for the time of those stat calls (it would outlive a killed parent by at most that)."""
+class _Helper:
+    """A forked process that computes `work(items)` and sends back the marshalled list. Any trouble
+    (no fork, the helper killed, a short read) yields None, and the caller does the work itself. It
+    lives for the time of that work (it would outlive a killed parent by at most that)."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, work: Callable[[list[str]], list[Any]], items: list[str]) -> None:
         self.pid = -1
         try:
             self.r, w = os.pipe()
         except OSError:
             return
-        self.expected = len(paths)
+        self.expected = len(items)
         # The helper must never run the build's Ctrl-C handling (closing the store, the lock): it
         # starts with those signals blocked and ends with os._exit.
         quiet = {signal.SIGINT, signal.SIGTERM}
@@ -177,10 +182,10 @@ class _StatHelper:
             if self.pid != 0:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if self.pid == 0:  # the helper
-            reply_and_exit(self.r, w, lambda: _packed_stats(paths))
+            reply_and_exit(self.r, w, lambda: work(items))
         os.close(w)
 
-    def result(self) -> list[bytes | None] | None:
+    def result(self) -> list[Any] | None:
         if self.pid <= 0:
             return None
         chunks = []
@@ -196,10 +201,36 @@ class _StatHelper:
         if status != 0:
             return None
         try:
-            stats = marshal.loads(b"".join(chunks))
+            answer = marshal.loads(b"".join(chunks))
         except (EOFError, ValueError, TypeError):
             return None
-        return stats if type(stats) is list and len(stats) == self.expected else None
+        return answer if type(answer) is list and len(answer) == self.expected else None
+
+
+def _shared(work: Callable[[list[str]], list[Any]], items: list[str], alone_below: int) -> list[Any]:
+    """`work(items)`, with the second half done at the same time by a forked helper process when
+    there are at least `alone_below` items: a build process waiting on the disk, or hashing, keeps
+    only one core busy."""
+    if len(items) < alone_below:
+        return work(items)
+    odd = items[1::2]  # every other item, not a half: the costly ones may all sit in one half
+    helper = _Helper(work, odd)
+    out: list[Any] = [None] * len(items)
+    out[::2] = work(items[::2])
+    second = helper.result()
+    out[1::2] = second if second is not None else work(odd)
+    return out
+
+
+def _hash_files(paths: list[str]) -> list[Hashed]:
+    out: list[Hashed] = []
+    for p in paths:
+        try:
+            st = stat_path(p)
+            out.append((st, digest_path(p) if st is not None and st[0] >= 0 else None))
+        except OSError as e:
+            out.append((None, e.strerror or str(e)))
+    return out
 
 
 class RealFileSystem:
@@ -212,13 +243,12 @@ class RealFileSystem:
     def packed_stats(paths: list[str]) -> list[bytes | None]:
         """`pack_stat` of each regular file, None for anything else. A long list is split with a
         forked helper process, so that both cores wait on `stat` at once."""
-        if len(paths) < PARALLEL_STATS:
-            return _packed_stats(paths)
-        half = len(paths) // 2
-        helper = _StatHelper(paths[half:])
-        first = _packed_stats(paths[:half])
-        second = helper.result()
-        return first + (second if second is not None else _packed_stats(paths[half:]))
+        return _shared(_packed_stats, paths, PARALLEL_STATS)
+
+    @staticmethod
+    def hash_files(paths: list[str]) -> list[Hashed]:
+        """Stat and hash each path (see `Hashed`), a long list shared with a helper process."""
+        return _shared(_hash_files, paths, PARALLEL_HASHES)
 
     def remove(self, path: str) -> None:
         try:

@@ -194,9 +194,18 @@ class Proof:
     def pack(
         generation: str, graph: bytes, wanted: list[int] | None, paths: list[str], records: bytes
     ) -> list[bytes]:
-        dirs = sorted({os.path.dirname(p) or "." for p in paths})  # watched while it is checked
+        dirs = sorted(_directories(paths))  # watched while it is checked
         packed = None if wanted is None else array("I", wanted).tobytes()
         return _parts((generation, graph, dirs, packed), "\0".join(paths).encode(*_ENC), records)
+
+
+def _directories(paths: list[str]) -> set[str]:
+    """The directories of normalised paths: os.path.dirname's answers, several times faster."""
+    dirs = {p.rpartition("/")[0] for p in paths}
+    if "" in dirs:  # a file at the top: of the project (".") or of the file system ("/")
+        dirs.discard("")
+        dirs.update(os.path.dirname(p) or "." for p in paths if p.rfind("/") <= 0)
+    return dirs
 
 
 # A proof file: this header (a tag, then the sizes of the three parts), the marshalled

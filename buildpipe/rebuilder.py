@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from .filesystem import DIGEST_END, DIRECTORY, STAT_END, TRUSTED, file_record, pack_stat
+from .filesystem import DIGEST_END, DIRECTORY, STAT_END, TRUSTED, Stat, file_record, pack_stat
 from .rules import Rule, shown
 from .store import DIGEST_SIZE, RuleRecord, Store, paths_key
 
@@ -88,37 +88,48 @@ class FileStates:
                 return d
         try:
             st = self.fs.stat(path)
-            if st is None:
-                d = MISSING
-                if path in self.store.files:
-                    self.store.drop_file(path)
-            elif st[0] < 0:
-                d = UNREADABLE
-                self.errors[path] = "is a directory" if st is DIRECTORY else "is not a regular file"
-            else:
-                rec = self.store.files.get(path)
-                if rec is not None and rec[TRUSTED] and rec[:STAT_END] == pack_stat(*st):
-                    d = rec[STAT_END:DIGEST_END]
-                else:
-                    d = self.fs.digest(path)
-                    self.hashed += 1
-                    self.store.put_file(path, file_record(st, d, self.start_ns))
+            rec = self.store.files.get(path) if st is not None and st[0] >= 0 else None
+            if rec is not None and rec[TRUSTED] and rec[:STAT_END] == pack_stat(*st):  # type: ignore[misc]
+                d = self.memo[path] = rec[STAT_END:DIGEST_END]
+                return d
+            return self._settle(path, st, None if st is None or st[0] < 0 else self.fs.digest(path))
         except OSError as e:
+            return self._settle(path, None, e.strerror or str(e))
+
+    def _settle(self, path: str, st: Stat | None, d: bytes | str | None) -> bytes:
+        """Know `path` by what was read of it (see `filesystem.Hashed`), hashed afresh."""
+        if isinstance(d, str):
+            self.errors[path] = d
             d = UNREADABLE
-            self.errors[path] = e.strerror or str(e)
+        elif st is None:
+            d = MISSING
+            if path in self.store.files:
+                self.store.drop_file(path)
+        elif st[0] < 0:
+            d = UNREADABLE
+            self.errors[path] = "is a directory" if st is DIRECTORY else "is not a regular file"
+        else:
+            assert d is not None
+            self.hashed += 1
+            self.store.put_file(path, file_record(st, d, self.start_ns))
         self.memo[path] = d
         return d
 
     def prefetch(self, paths: list[str]) -> None:
-        """Settle every path (each once) whose stat vouches for its recorded digest, in one tight
-        loop; the others (new, changed, racy, missing, odd) are left to `digest`. A no-op's work."""
+        """Settle every path (each once): in one tight loop of stat calls those whose stat vouches
+        for their recorded digest (a no-op's work), then the others (new, changed, racy, missing,
+        odd) all at once, which shares hashing many files with a helper process."""
         memo, files = self.memo, self.store.files
-        known = [p for p in paths if p in files and p not in memo]
+        paths = [p for p in dict.fromkeys(paths) if p not in memo]
+        known = [p for p in paths if p in files]
         for p, now in zip(known, self.fs.packed_stats(known)):
             if now is not None:
                 rec = files[p]
                 if rec[TRUSTED] and rec.startswith(now):
                     memo[p] = rec[STAT_END:DIGEST_END]
+        rest = [p for p in paths if p not in memo]
+        for p, (st, d) in zip(rest, self.fs.hash_files(rest)):
+            self._settle(p, st, d)
 
     def set(self, path: str, digest: bytes) -> None:
         self.memo[path] = digest

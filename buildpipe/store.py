@@ -82,6 +82,11 @@ def unpack_rule(raw: bytes) -> RuleRecord | None:
                       raw[3 * d : 4 * d], raw[_HEAD:end])
 
 
+def record_digests(raw: bytes) -> bytes:
+    """A rule record's output digests, then its input digests."""
+    return raw[_HEAD:]
+
+
 def paths_key(paths: tuple[str, ...]) -> bytes:
     """Identifies a list of paths, order included."""
     return xxhash.xxh3_128_digest("\0".join(paths).encode("utf-8", "surrogateescape"))

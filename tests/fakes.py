@@ -21,7 +21,7 @@ import xxhash
 
 from buildpipe import dsl
 from buildpipe.executor import Result
-from buildpipe.filesystem import DIRECTORY, Stat, digest_bytes, file_record, pack_stat
+from buildpipe.filesystem import DIRECTORY, Hashed, Stat, digest_bytes, file_record, pack_stat
 from buildpipe.graph import Graph
 from buildpipe.rules import Rule
 
@@ -53,7 +53,7 @@ class FakeFile:
 
 
 class FakeFS:
-    """The FileSystem protocol (stat, packed_stats, digest, remove, now_ns) over a dict, plus
+    """The FileSystem protocol (stat, packed_stats, hash_files, digest, remove, now_ns) over a dict, plus
     test-side editing."""
 
     def __init__(
@@ -78,6 +78,10 @@ class FakeFS:
 
     def packed_stats(self, paths: list[str]) -> list[bytes | None]:
         return [None if (st := self.stat(p)) is None or st[0] < 0 else pack_stat(*st) for p in paths]
+
+    def hash_files(self, paths: list[str]) -> list[Hashed]:
+        return [(st, None if st is None or st[0] < 0 else self.digest(p)) for p in paths
+                for st in [self.stat(p)]]
 
     def digest(self, path: str) -> bytes:
         f = self.files.get(path)

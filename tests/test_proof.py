@@ -318,3 +318,16 @@ def test_the_watch_names_files_changed_below_python_and_loses_nothing_silently(t
     os.rename("d", "e")  # the watched directory moved: nothing seen there can be trusted
     assert watch.changed() is None
     watch.close()
+
+
+_segment = st.text("ab.", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))
+_normal_path = st.builds(
+    lambda lead, parts: lead + "/".join(parts), st.sampled_from(["", "/"]),
+    st.lists(_segment, min_size=1, max_size=4),
+)
+
+
+@given(st.lists(_normal_path, max_size=8))
+@settings(max_examples=500, deadline=None)
+def test_the_directories_a_proof_watches_are_those_of_os_path_dirname(paths):
+    assert proof._directories(paths) == {os.path.dirname(p) or "." for p in paths}
