@@ -107,7 +107,7 @@ class FileStates:
                 self.store.drop_file(path)
         elif st[0] < 0:
             d = UNREADABLE
-            self.errors[path] = "is a directory" if st is DIRECTORY else "is not a regular file"
+            self.errors[path] = "is a directory" if st == DIRECTORY else "is not a regular file"
         else:
             assert d is not None
             self.hashed += 1

@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from conftest import HEADER, PIPE, TIMEOUT, Project, Run, assert_no_internal_traceback
@@ -540,6 +540,20 @@ def test_given_bad_input_when_pipe_runs_then_one_clear_message_and_the_right_exi
     project.write("Pipefile.py", (HEADER + "\n\n" + c.body).encode("utf-8", "surrogateescape"))
     r = project.run(*c.args, rc=c.rc)
     check(project, r, c)
+
+
+BAD_SOURCES = ["missing-source", "input-is-a-directory", "input-is-a-fifo", "input-is-a-symlink-loop"]
+
+
+@pytest.mark.parametrize("c", [c for c in CASES if c.id in BAD_SOURCES])
+def test_given_a_bad_source_among_many_new_ones_then_the_message_is_the_same(project, c):
+    """Past filesystem.PARALLEL_HASHES new files, a helper process reads half of them."""
+    many = 300
+    for i in range(many):
+        project.write(f"src/m{i}.txt", f"{i}\n")
+    loop = f'for i in range({many}):\n    rule(f"out/m{{i}}.txt", [f"src/m{{i}}.txt"], cat)\n'
+    c = replace(c, body=c.body + loop)
+    test_given_bad_input_when_pipe_runs_then_one_clear_message_and_the_right_exit_status(project, c)
 
 
 # -- cycles -----------------------------------------------------------------------------------------

@@ -471,6 +471,30 @@ def test_given_the_stat_helper_cannot_run_or_dies_then_the_stats_are_taken_all_t
     assert filesystem.RealFileSystem.packed_stats(paths) == want
 
 
+def test_given_many_files_then_hashing_shared_with_a_helper_equals_hashing_one_by_one(
+    tmp_path, monkeypatch
+):
+    paths = _odd_tree(tmp_path, filesystem.PARALLEL_HASHES + 10)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    paths.append(str(loop))
+    want = filesystem._hash_files(paths)
+    assert filesystem.RealFileSystem.hash_files(paths) == want
+    digests = [filesystem.digest_path(p) for p in paths[:-7]]
+    assert [d for _, d in want[:-7]] == digests
+    d, fifo, link, dangling, missing, under_file, looped = want[-7:]
+    assert (d, fifo) == ((filesystem.DIRECTORY, None), (filesystem.NOT_REGULAR, None))
+    assert link == want[1]  # followed
+    assert dangling == missing == under_file == (None, None)
+    assert looped[0] is None and "symbolic links" in looped[1]
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert filesystem.RealFileSystem.hash_files(paths) == want
+
+
 def test_given_the_child_signal_ignored_then_stats_shared_with_a_helper_are_still_right(tmp_path):
     """With SIGCHLD ignored (inherited from a parent) children are reaped by the kernel at once."""
     paths = _odd_tree(tmp_path, filesystem.PARALLEL_STATS + 10)
