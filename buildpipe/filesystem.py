@@ -68,13 +68,13 @@ def is_racy(mtime_ns: int, recorded_ns: int) -> bool:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any, NoReturn, Protocol
 
     class FileSystem(Protocol):
         def stat(self, path: str) -> Stat | None: ...
         def packed_stats(self, paths: list[str]) -> list[bytes | None]: ...
-        def hash_files(self, paths: list[str]) -> list[Hashed]: ...
+        def hash_files(self, paths: list[str]) -> Iterable[Hashed]: ...
         def digest(self, path: str) -> bytes: ...
         def remove(self, path: str) -> None: ...
         def now_ns(self) -> int: ...
@@ -115,6 +115,7 @@ def digest_bytes(data: bytes) -> bytes:
 
 PARALLEL_STATS = 4000  # paths from which a second process shares the stat calls
 PARALLEL_HASHES = 200  # files from which a second process shares the hashing
+HASH_BATCH = 50_000
 
 
 def _packed_stats(paths: list[str]) -> list[bytes | None]:
@@ -246,9 +247,11 @@ class RealFileSystem:
         return _shared(_packed_stats, paths, PARALLEL_STATS)
 
     @staticmethod
-    def hash_files(paths: list[str]) -> list[Hashed]:
-        """Stat and hash each path (see `Hashed`), a long list shared with a helper process."""
-        return _shared(_hash_files, paths, PARALLEL_HASHES)
+    def hash_files(paths: list[str]) -> Iterator[Hashed]:
+        """Stat and hash each path (see `Hashed`), a long list shared with a helper process. The
+        answers come a batch at a time: a million of them held at once would take 300 MB."""
+        for k in range(0, len(paths), HASH_BATCH):
+            yield from _shared(_hash_files, paths[k : k + HASH_BATCH], PARALLEL_HASHES)
 
     def remove(self, path: str) -> None:
         try:

@@ -116,12 +116,11 @@ class FileStates:
         return d
 
     def prefetch(self, paths: list[str]) -> None:
-        """Settle every path (each once): in one tight loop of stat calls those whose stat vouches
+        """Settle every path: in one tight loop of stat calls those whose stat vouches
         for their recorded digest (a no-op's work), then the others (new, changed, racy, missing,
         odd) all at once, which shares hashing many files with a helper process."""
         memo, files = self.memo, self.store.files
-        paths = [p for p in dict.fromkeys(paths) if p not in memo]
-        known = [p for p in paths if p in files]
+        known = [p for p in paths if p in files and p not in memo]
         for p, now in zip(known, self.fs.packed_stats(known)):
             if now is not None:
                 rec = files[p]
