@@ -35,7 +35,7 @@ from .store import DIGEST_SIZE, Store, pack_rule, paths_key, record_digests, unp
 TYPE_CHECKING = False
 
 WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
-DECIDE_BATCH = 200  # ready rules decided between starting rules
+DECIDE_BATCH = 200  # ready rules decided between starting rules (see Build.run)
 FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
 REFRESH_MAX_BYTES = 1 << 20  # larger outputs are left to be re-hashed if the next build needs them
 
@@ -131,6 +131,8 @@ def settled(
 
 
 class Build:
+    decide_batch = DECIDE_BATCH  # ready rules decided between starting rules
+
     def __init__(
         self,
         graph: Graph,
@@ -193,10 +195,12 @@ class Build:
             for p in r.inputs:
                 if p not in producer and p not in sources:
                     sources[p] = r
-        # One tight loop of stat calls first: most of a no-op is this.
-        self.states.prefetch(outputs + list(sources))
+        # Tight loops of stat calls first (most of a no-op is this), sources first: a missing one
+        # is refused before any output is hashed.
+        self.states.prefetch(list(sources))
         for p, r in sources.items():
             self._refuse_missing(p, r)
+        self.states.prefetch(outputs)
 
     def _refuse_missing(self, path: str, rule: Rule) -> None:
         d = self.states.digest(path)
@@ -650,20 +654,21 @@ class Build:
                 i = runnable.popleft()
                 if state[i] == QUEUED:
                     dispatch(i)
-                if ready:
-                    break  # decide newly ready rules before starting more
 
         old_handlers = self._install_signals()
         last_flush = last_progress = time.perf_counter()
         try:
+            # Ready rules are decided a batch at a time, so that the first rules start while the rest
+            # are decided. All at once with --shuffle (any of them may start first), and once the
+            # build is stopping (none will start, and the summary counts the up-to-date ones).
+            batch = self.decide_batch if rng is None else n
             while not self.signal:
-                # Decide a batch at a time, so that the first rules start while the rest are decided.
-                for _ in range(DECIDE_BATCH):
-                    if not ready or stopping:
-                        break
+                decided = 0
+                while ready and (decided < batch or stopping):
                     i = ready.popleft()
                     if state[i] == WAITING:
                         evaluate(i)
+                    decided += 1
                 start_runnable()
                 if not running:
                     if stopping or not (ready or runnable):

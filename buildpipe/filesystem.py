@@ -187,25 +187,37 @@ class _Helper:
         os.close(w)
 
     def result(self) -> list[Any] | None:
+        """Its answer, or None if it gave none. Interrupted meanwhile: the caller must `cancel`."""
         if self.pid <= 0:
             return None
         chunks = []
-        try:
-            while chunk := os.read(self.r, 1 << 20):
-                chunks.append(chunk)
-        finally:
-            os.close(self.r)
-            try:
-                status = os.waitpid(self.pid, 0)[1]
-            except ChildProcessError:  # SIGCHLD ignored: reaped already; the data tells
-                status = 0
-        if status != 0:
+        while chunk := os.read(self.r, 1 << 20):
+            chunks.append(chunk)
+        if self._end() != 0:
             return None
         try:
             answer = marshal.loads(b"".join(chunks))
         except (EOFError, ValueError, TypeError):
             return None
         return answer if type(answer) is list and len(answer) == self.expected else None
+
+    def cancel(self) -> None:
+        """Kill it, if it is still there: nobody will read its answer."""
+        if self.pid > 0:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._end()
+
+    def _end(self) -> int:
+        os.close(self.r)
+        try:
+            status = os.waitpid(self.pid, 0)[1]
+        except ChildProcessError:  # SIGCHLD ignored: reaped already; the data tells
+            status = 0
+        self.pid = -1
+        return status
 
 
 def _shared(work: Callable[[list[str]], list[Any]], items: list[str], alone_below: int) -> list[Any]:
@@ -217,8 +229,12 @@ def _shared(work: Callable[[list[str]], list[Any]], items: list[str], alone_belo
     odd = items[1::2]  # every other item, not a half: the costly ones may all sit in one half
     helper = _Helper(work, odd)
     out: list[Any] = [None] * len(items)
-    out[::2] = work(items[::2])
-    second = helper.result()
+    try:
+        out[::2] = work(items[::2])
+        second = helper.result()
+    except BaseException:  # Ctrl-C, say: the helper must not go on holding what it inherited
+        helper.cancel()
+        raise
     out[1::2] = second if second is not None else work(odd)
     return out
 

@@ -636,6 +636,7 @@ class World:
             ),
             FINGERPRINTER,
         )
+        b.decide_batch = 1 + self.builds % 3  # rules start between small batches of decisions
         summary = b.run()
         started = [e[1] for e in events if e[0] == "start"]
         done = {e[1]: e[2] for e in events if e[0] == "done"}
@@ -649,6 +650,10 @@ class World:
         def names(ids: Iterable[int]) -> list[str]:
             return sorted(specs[i].outputs[0] for i in ids)
 
+        counted = summary.up_to_date + len(summary.ran) + len(summary.failed) + summary.blocked
+        check(counted == summary.wanted, f"the summary counts {counted} rules of {summary.wanted}")
+        check(summary.blocked == 0 or bool(summary.failed) or bool(summary.interrupted),
+              f"{summary.blocked} rules blocked, yet nothing failed")
         problems = [p for ex in executors for p in ex.problems]
         check(not problems, f"a rule ran with an input missing: {problems}")
         check(len(started) == len(set(started)), f"a rule ran twice: {names(started)}")

@@ -41,11 +41,25 @@ from itertools import combinations, product
 from typing import Any
 
 import pytest
-from fakes import MS, SECOND, RuleSpec, parse_spec
+from fakes import (
+    MS,
+    SECOND,
+    Clock,
+    FakeExecutor,
+    FakeFS,
+    NullReporter,
+    RuleSpec,
+    build_graph,
+    parse_spec,
+    sources,
+)
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_model import EXECUTORS, KINDS, SLOW, World, all_dags, dag_specs
 from test_model_random import graphs, run, steps
+
+from buildpipe.build import Build, BuildOptions, BuildSummary
+from buildpipe.store import Store
 
 # Kind assignments per 5-rule DAG in the slow sweep (all 243 for each of the 1024 DAGs times 32
 # failing sets would take hours): all-ordinary, all-temp, and rotated mixes.
@@ -322,3 +336,31 @@ def test_random_graphs_up_to_50_rules_shuffled(
         run(w, plan)
     finally:
         w.store.close()
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_failure_before_every_rule_was_decided_blocks_none_of_the_up_to_date_ones(slots: int) -> None:
+    """Rules start between batches of decisions; once one fails (no -k), the rest are still
+    decided, so the report says they were up to date rather than "not run because of it"."""
+    n = 12
+    specs = parse_spec("\n".join(f"out/{k} <- src/{k}" for k in range(n)))
+    clock = Clock()
+    fs = FakeFS(clock)
+    for p in sources(specs):
+        fs.write(p, p.encode())
+    clock.advance(SECOND)
+    store = Store(":memory:")
+
+    def build(fail: list[str]) -> BuildSummary:
+        graph = build_graph(specs)
+        ex = FakeExecutor(graph.rules, fs, slots=slots, fail=fail)
+        b = Build(graph, store, fs, lambda: ex, NullReporter(), BuildOptions())
+        b.decide_batch = 2
+        clock.advance(SECOND)
+        return b.run()
+
+    assert len(build([]).ran) == n
+    fs.write("src/0", b"edited")
+    summary = build(["out/0"])
+    assert [i for i, _ in summary.failed] == [0]
+    assert (summary.blocked, summary.up_to_date) == (0, n - 1)

@@ -497,6 +497,40 @@ def test_given_many_files_then_hashing_shared_with_a_helper_equals_hashing_one_b
     assert list(filesystem.RealFileSystem.hash_files(paths)) == want
 
 
+def test_given_an_interrupt_while_a_helper_hashes_then_it_is_killed_and_reaped_at_once(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C (here: the parent's half raising KeyboardInterrupt) must not leave a helper hashing
+    on with the build's lock and pipes, nor a descriptor behind."""
+    paths = _odd_tree(tmp_path, filesystem.PARALLEL_HASHES + 10)
+    parent = os.getpid()
+
+    def slow_helper(ps: list[str]) -> list[filesystem.Hashed]:
+        if os.getpid() != parent:
+            time.sleep(60)
+        raise KeyboardInterrupt
+
+    forked = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        forked.append(pid)
+        return pid
+
+    fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(filesystem, "_hash_files", slow_helper)
+    monkeypatch.setattr(os, "fork", fork)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(filesystem.RealFileSystem.hash_files(paths))
+    assert time.monotonic() - t0 < 10
+    (helper,) = forked
+    with pytest.raises(ChildProcessError):  # reaped already
+        os.waitpid(helper, os.WNOHANG)
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_given_the_child_signal_ignored_then_stats_shared_with_a_helper_are_still_right(tmp_path):
     """With SIGCHLD ignored (inherited from a parent) children are reaped by the kernel at once."""
     paths = _odd_tree(tmp_path, filesystem.PARALLEL_STATS + 10)
