@@ -360,7 +360,11 @@ class Build:
         g, rules, opts = self.graph, self.rules, self.opts
         targets, named = self._targets()
         target_ids = {r.index for r in targets} if named else set()
-        wanted = g.closure(targets)
+        check = self.proof_check
+        if self.declared is not None and check is not None and check.proof.wanted is not None:
+            wanted = check.proof.wanted  # the same declarations as the proof's: the same closure
+        else:
+            wanted = g.closure(targets)
         any_temp = any(r.temp for r in g.unusual) and any(rules[i].temp for i in wanted)
         summary = BuildSummary(wanted=len(wanted))
         graph_fp = proof = changes = None

@@ -221,9 +221,9 @@ class _Helper:
 
 
 def _shared(work: Callable[[list[str]], list[Any]], items: list[str], alone_below: int) -> list[Any]:
-    """`work(items)`, with the second half done at the same time by a forked helper process when
-    there are at least `alone_below` items: a build process waiting on the disk, or hashing, keeps
-    only one core busy."""
+    """`work(items)`, every other item done at the same time by a forked helper process when there
+    are at least `alone_below` items: a build process waiting on the disk, or hashing, keeps only
+    one core busy."""
     if len(items) < alone_below:
         return work(items)
     odd = items[1::2]  # every other item, not a half: the costly ones may all sit in one half
