@@ -126,3 +126,39 @@ def run_all_but(executor: ForkExecutor, rules: list[Rule], last: int) -> tuple[d
         return run_all(executor, rules[:-last])
     finally:
         executor.shutdown = shutdown  # type: ignore[method-assign]
+
+
+def _wraps(f: Any) -> Any:
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def _plain(output, inputs): ...
+def _named(output, inputs, params): ...
+def _keyword(output, inputs, *, params=None): ...
+def _posonly(output, inputs, params, /): ...
+def _star(output, *params): ...
+def _kwargs(output, inputs, **params): ...
+def _local(output, inputs):
+    params = 1
+    return params
+def _other_kwargs(output, inputs, **kw): ...
+class _Callable:
+    def __call__(self, output, inputs, params): ...
+    def method(self, output, inputs, params=None): ...
+
+
+@pytest.mark.parametrize("action", [
+    _plain, _named, _keyword, _posonly, _star, _kwargs, _local, _other_kwargs, lambda o, i, params: 0,
+    _wraps(_named), _wraps(_plain), _Callable(), _Callable().method, __import__("functools").partial(_named),
+])
+def test_whether_an_action_takes_params_is_what_its_signature_says(action: Any) -> None:
+    """Plain functions are read from their code (inspect's import costs a lone rule 10-20 ms)."""
+    import inspect
+
+    assert ex._takes_params(action) == ("params" in inspect.signature(action).parameters)
