@@ -114,11 +114,10 @@ def settled(
     decide every rule)."""
     if changes.touched:
         records = bytearray(proof.records)
-        paths = proof.paths
-        index = proof.index if len(changes.touched) > 8 else None
         for p, rec in changes.touched.items():
-            k = index[p] if index is not None else paths.index(p)
-            records[k * RECORD : (k + 1) * RECORD] = rec
+            k = proof.position(p)
+            if k is not None:  # it is: the check found it there
+                records[k * RECORD : (k + 1) * RECORD] = rec
             store.put_file(p, rec)
         write_proof(os.path.dirname(store.path), key, proof.repack(proof.generation, bytes(records)))
     summary = BuildSummary(wanted=wanted)
@@ -244,26 +243,28 @@ class Build:
                 store.put_file(p, new)  # digest() trusts it unless it was racy
         changed = set(changes.changed)
         self.states.vouch(proof, changed)
-        g, rules, producer = self.graph, self.rules, self.graph.producer
+        rules, producer = self.rules, self.graph.producer
         dirty = bytearray(len(rules))
-        cone = set()
+        cone: set[int] = set()
+        hot = set(changed)  # the changed files, then the outputs of every rule in the cone
         for p in changed:
             r = producer.get(p)
             if r is not None:
                 dirty[r.index] = 1
                 cone.add(r.index)
-        deps = g.deps
+                hot.update(r.outputs)
         for i in wanted:
             r = rules[i]
+            if hot.isdisjoint(r.inputs):
+                continue
             if not changed.isdisjoint(r.inputs):
                 dirty[i] = 1
-                cone.add(i)
                 for p in changed.intersection(r.inputs):
                     if p not in producer:
                         self._refuse_missing(p, r)
-            elif cone and not cone.isdisjoint(deps[i]):
-                cone.add(i)  # downstream of a dirty rule (declared after it: see below)
-        if not g.in_order:  # a consumer may come before its producer: take every rule
+            cone.add(i)  # reads a changed file, or is downstream of a rule that does
+            hot.update(r.outputs)
+        if not proof.in_order:  # a consumer may come before its producer: take every rule
             return dirty, wanted
         return dirty, sorted(cone)
 
@@ -284,6 +285,11 @@ class Build:
             elif rec is None or now != rec[STAT_END:TRUSTED]:
                 why.append(Reason("modified", p))
         return why
+
+    def _unlike_proven(self, paths: tuple[str, ...], digests: list[bytes]) -> bool:
+        """Whether any of `paths` now has another digest than the proven one."""
+        get = self.proven.get
+        return any((rec := get(p)) is None or rec[STAT_END:TRUSTED] != d for p, d in zip(paths, digests))
 
     def _proof_paths(self, wanted: list[int]) -> list[str]:
         rules = self.rules
@@ -329,11 +335,10 @@ class Build:
         if proof is not None and changes is not None:
             renewed = {*changes.changed, *changes.touched, *(o for i in ran for o in rules[i].outputs)}
             patched = bytearray(proof.records)
-            index = proof.index
             for p in renewed:
-                k = index.get(p)
+                k = proof.position(p)
                 if k is not None:
-                    rec = record(p, proof.get(p))
+                    rec = record(p, proof.record(k))
                     if rec is None:
                         return
                     patched[k * RECORD : (k + 1) * RECORD] = rec
@@ -351,7 +356,8 @@ class Build:
         named += [t for ts in g.aliases.values() for t in ts]
         named += g.declared_default[0] if g.declared_default is not None else []  # checked all the same
         plain = wanted if g.declared_only(named) else None
-        write_proof(state_dir, key, Proof.pack(generation, graph_fp, plain, paths, bytes(records)))
+        packed = Proof.pack(generation, graph_fp, plain, g.in_order, paths, bytes(records))
+        write_proof(state_dir, key, packed)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -401,8 +407,10 @@ class Build:
         consumers: list[list[int] | None] = [None] * n
         waiting = [0] * n
         inside = None if considered is wanted else set(considered)  # the others are up to date
+        # With a proof, the producers of the few rules it considers, not of them all.
+        deps_of = g.deps.__getitem__ if dirty is None else g.deps_of
         for i in considered:
-            deps = g.deps[i]
+            deps = deps_of(i)
             if inside is not None:
                 deps = tuple(d for d in deps if d in inside)
             waiting[i] = len(deps)
@@ -455,7 +463,7 @@ class Build:
                 if waiting[c] == 0:
                     ready.append(c)
             if any_temp and not dry:
-                for d in g.deps[i]:
+                for d in deps_of(i):
                     if rules[d].temp:
                         delete_temp_if_done(d, (UPTODATE, BUILT))
 
@@ -523,7 +531,7 @@ class Build:
 
         def must_run(i: int) -> None:
             """Queue i once the deferred temp rules it reads from have been materialised."""
-            deps = g.deps[i]
+            deps = deps_of(i)
             if any(state[d] in (FAILED, BLOCKED) for d in deps):
                 # Only a deferred temp rule can have failed before its consumer was decided.
                 state[i] = BLOCKED
@@ -635,7 +643,9 @@ class Build:
                     ),
                 )
             state[i] = BUILT
-            if dirty is not None:  # its consumers see its new outputs: decide them
+            # Its consumers see its new outputs: decide them, unless it made the very files the
+            # proof holds for (an early cutoff: what they read is as proven).
+            if dirty is not None and (dry or self._unlike_proven(r.outputs, digests)):
                 for c in consumers[i] or ():
                     dirty[c] = 1
             for c in mat_waiters.pop(i, ()):

@@ -348,10 +348,13 @@ class Project:
         from .graph import Graph
         from .store import state_files
 
-        graph = Graph(self.registry)
-        reserved = {self.pipefile: "the Pipefile", self.state_dir: "in the state directory"}
-        reserved.update((f, "a state file") for f in state_files(self.state_dir))
-        graph.check_reserved(reserved)
+        # Declared as a proof's were, the graph passed every check then (see _declared_as_proven).
+        proven = self.declared is not None
+        graph = Graph(self.registry, proven=proven)
+        if not proven:
+            reserved = {self.pipefile: "the Pipefile", self.state_dir: "in the state directory"}
+            reserved.update((f, "a state file") for f in state_files(self.state_dir))
+            graph.check_reserved(reserved)
         if "default" in self.settings:
             for target in self.settings["default"]:
                 if graph.lookup(target) is None:

@@ -46,23 +46,32 @@ def check_actions(rules: list[Rule]) -> None:
 
 
 class Graph:
-    """Rules indexed 0..n-1 in declaration order, with producer edges.
+    """Rules indexed 0..n-1 in declaration order, with producer edges (`deps`)."""
 
-    deps[i] lists the indices of the rules producing rule i's inputs, each once, in input order.
-    """
-
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, proven: bool = False) -> None:
+        """`proven`: the declarations are those of a proof, which a graph that passed every check
+        made (see `proof.declarations`): the checks are skipped, and the producer edges (`deps`)
+        are found when first needed; a build deciding from the proof needs those of a few rules."""
         registry.finish()
         self.root = registry.root
         self.rules: list[Rule] = registry.rules
         self.unusual = registry.unusual  # with params, temp, a name or a shape; the rest have none
-        self.producer: dict[str, Rule] = {}
         self.names: dict[str, list[Rule]] = {}
         self.aliases = {name: targets for name, (targets, _) in registry.aliases.items()}
         self.alias_where = {name: where for name, (_, where) in registry.aliases.items()}
         self.default = registry.default  # settings may replace it (see cli), after it is checked
         self.declared_default = registry.default
         self.invariants = {inv.path: inv for inv in registry.invariants}
+        self._deps: list[tuple[int, ...]] | None = None
+        self._in_order = True
+        self.producer: dict[str, Rule] = {}
+        if proven:
+            for i, r in enumerate(self.rules):
+                r.index = i
+                if r.name is not None:
+                    self.names.setdefault(r.name, []).append(r)
+            self.producer = {o: r for r in self.rules for o in r.outputs}
+            return
         producer = self.producer
         check_actions(self.rules)
         for i, r in enumerate(self.rules):
@@ -83,9 +92,26 @@ class Graph:
                     f"{describe(producer[path])} produces it",
                     where=format_where(inv.where),
                 )
-        self.deps: list[tuple[int, ...]] = []
-        append = self.deps.append
-        get = producer.get
+        self._link()
+        if not self._in_order:
+            self._check_cycles()
+        self._check_alias_cycles()
+        for name, targets in self.aliases.items():
+            if name in producer:
+                raise PipefileError(
+                    f"alias {name!r} has the name of an output of {describe(producer[name])}",
+                    where=format_where(self.alias_where[name]),
+                )
+            for t in targets:
+                self._check_known(t, self.alias_where[name], f"alias {name!r}")
+        if self.default is not None:
+            for t in self.default[0]:
+                self._check_known(t, self.default[1], "default()")
+
+    def _link(self) -> None:
+        deps: list[tuple[int, ...]] = []
+        append = deps.append
+        get = self.producer.get
         in_order = True  # every producer declared before its consumers: then there is no cycle
         for i, r in enumerate(self.rules):
             ins = r.inputs
@@ -100,21 +126,28 @@ class Graph:
             append(ds)
             if in_order and max(ds, default=-1) >= i:
                 in_order = False
-        self.in_order = in_order
-        if not in_order:
-            self._check_cycles()
-        self._check_alias_cycles()
-        for name, targets in self.aliases.items():
-            if name in producer:
-                raise PipefileError(
-                    f"alias {name!r} has the name of an output of {describe(producer[name])}",
-                    where=format_where(self.alias_where[name]),
-                )
-            for t in targets:
-                self._check_known(t, self.alias_where[name], f"alias {name!r}")
-        if self.default is not None:
-            for t in self.default[0]:
-                self._check_known(t, self.default[1], "default()")
+        self._deps, self._in_order = deps, in_order
+
+    @property
+    def deps(self) -> list[tuple[int, ...]]:
+        """deps[i]: the indices of the rules producing rule i's inputs, each once, in input order."""
+        if self._deps is None:
+            self._link()
+        return self._deps  # type: ignore[return-value]
+
+    def deps_of(self, i: int) -> tuple[int, ...]:
+        """deps[i], without finding every rule's if they have not been found yet."""
+        if self._deps is not None:
+            return self._deps[i]
+        get = self.producer.get
+        return tuple({q.index: None for p in self.rules[i].inputs if (q := get(p)) is not None})
+
+    @property
+    def in_order(self) -> bool:
+        """Whether every rule's producers were declared before it."""
+        if self._deps is None:
+            self._link()
+        return self._in_order
 
     # -- validation -------------------------------------------------------------------------------
 

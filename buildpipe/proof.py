@@ -51,6 +51,8 @@ RECORD = 49  # bytes of a file record (filesystem.file_record)
 # Files up to which the build checks a proof itself, without a helper (the environment variable
 # is for the tests, which run both ways on small projects).
 INLINE = int(os.environ.get("BUILDPIPE_PROOF_INLINE", "2000"))
+# Files looked up in a proof by searching its stored form before it is worth indexing them all.
+SEARCHES = 8
 _pack = STAT_RECORD.pack
 _ENC = ("utf-8", "surrogateescape")
 
@@ -135,11 +137,12 @@ def declarations(
 
 class Proof:
     """A stored proof, unpacked: the store generation it holds for, the declarations digest, the
-    directories of its files, the wanted rules (see `wanted`), the files (NUL-separated, in a fixed
-    order) and their records, RECORD bytes each."""
+    directories of its files, the wanted rules (see `wanted`), whether the graph has every
+    producer before its consumers, the files (NUL-separated, in a fixed order) and their records,
+    RECORD bytes each."""
 
     def __init__(self, meta: tuple, paths: bytes, records: bytes) -> None:
-        self.generation, self.graph, self.dirs, self._wanted = meta
+        self.generation, self.graph, self.dirs, self._wanted, self.in_order = meta
         self._paths, self.records = paths, records
         self.count = len(records) // RECORD
         if (
@@ -149,10 +152,12 @@ class Proof:
             or not (self._wanted is None or (type(self._wanted) is bytes and len(self._wanted) % 4 == 0))
             or len(records) != RECORD * self.count
             or len(self.graph) != DIGEST_SIZE
+            or type(self.in_order) is not bool
         ):
             raise ValueError("a proof of the wrong shape")
         self._list: list[str] | None = None
         self._index: dict[str, int] | None = None
+        self._searches = 0
 
     @property
     def paths(self) -> list[str]:
@@ -171,32 +176,53 @@ class Proof:
         need not build or check it. None if some target named a file by its existence."""
         return None if self._wanted is None else array("I", self._wanted).tolist()
 
-    @property
-    def index(self) -> dict[str, int]:
-        """Where each file is, built when first needed (deciding from what changed needs it)."""
+    def position(self, path: str) -> int | None:
+        """Where `path` is among the files, or None. The first few are searched for in the stored
+        form: a build that changed a file or two needs only those, and an index of a million
+        files costs a second and a half. Past those, the index is built."""
         if self._index is None:
+            if self._searches < SEARCHES:
+                self._searches += 1
+                return self._search(path)
             self._index = dict(zip(self.paths, range(self.count)))
-        return self._index
+        return self._index.get(path)
+
+    def _search(self, path: str) -> int | None:
+        raw, name = self._paths, path.encode(*_ENC)
+        if not name or b"\0" in name or not self.count:
+            return None
+        if raw.startswith(name + b"\0") or raw == name:
+            return 0
+        at = raw.find(b"\0" + name + b"\0")
+        if at < 0:
+            return self.count - 1 if raw.endswith(b"\0" + name) else None
+        return raw.count(b"\0", 0, at) + 1
 
     def get(self, path: str) -> bytes | None:
         """The record of `path`, if the proof has it."""
-        k = self.index.get(path)
-        return None if k is None else self.records[k * RECORD : (k + 1) * RECORD]
+        k = self.position(path)
+        return None if k is None else self.record(k)
+
+    def record(self, k: int) -> bytes:
+        return self.records[k * RECORD : (k + 1) * RECORD]
 
     def digest(self, k: int) -> bytes:
         return self.records[k * RECORD + STAT_END : k * RECORD + DIGEST_END]
 
     def repack(self, generation: str, records: bytes) -> list[bytes]:
         """This proof with new records for the same files, as `write` takes it."""
-        return _parts((generation, self.graph, self.dirs, self._wanted), self._paths, records)
+        return _parts((generation, self.graph, self.dirs, self._wanted, self.in_order), self._paths, records)
 
     @staticmethod
     def pack(
-        generation: str, graph: bytes, wanted: list[int] | None, paths: list[str], records: bytes
+        generation: str, graph: bytes, wanted: list[int] | None, in_order: bool, paths: list[str],
+        records: bytes,
     ) -> list[bytes]:
+        """`in_order`: the graph's (see `graph.Graph.in_order`), which the declarations decide."""
         dirs = sorted(_directories(paths))  # watched while it is checked
         packed = None if wanted is None else array("I", wanted).tobytes()
-        return _parts((generation, graph, dirs, packed), "\0".join(paths).encode(*_ENC), records)
+        meta = (generation, graph, dirs, packed, in_order)
+        return _parts(meta, "\0".join(paths).encode(*_ENC), records)
 
 
 def _directories(paths: list[str]) -> set[str]:
@@ -209,10 +235,10 @@ def _directories(paths: list[str]) -> set[str]:
 
 
 # A proof file: this header (a tag, then the sizes of the three parts), the marshalled
-# (generation, graph, dirs, wanted), the paths, the records. The large parts are read and written
+# (generation, graph, dirs, wanted, in_order), the paths, the records. The large parts are read and written
 # as they are, without a copy into or out of one large object.
 _HEADER = struct.Struct("<8sQQQ")
-_TAG = b"bpproof2"
+_TAG = b"bpproof3"
 
 
 def _parts(meta: tuple, paths: bytes, records: bytes) -> list[bytes]:

@@ -472,7 +472,7 @@ def sources(specs: Sequence[RuleSpec]) -> list[str]:
     return list(out)
 
 
-def build_graph(specs: Sequence[RuleSpec], root: str = ROOT) -> Graph:
+def build_graph(specs: Sequence[RuleSpec], root: str = ROOT, proven: bool = False) -> Graph:
     """Declare the specs through the real DSL into a fresh registry and build the Graph."""
     reg = dsl.fresh_registry(root)
     for s in specs:
@@ -484,4 +484,4 @@ def build_graph(specs: Sequence[RuleSpec], root: str = ROOT) -> Graph:
             params=copy.deepcopy(s.params),
             temp=s.temp,
         )
-    return Graph(reg)
+    return Graph(reg, proven=proven)

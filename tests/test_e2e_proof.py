@@ -158,11 +158,17 @@ rule("out/report.txt", [], report)
     assert project.build("out/a.txt").ran == []
 
 
+@both
 def test_given_a_proof_when_a_change_is_cut_off_then_consumers_do_not_run(built):
     built.write("src/a.txt", "A\n")  # upper-cases to the same bytes
-    r = built.build("all")
+    r = built.build("all", "-v")
     assert r.ran == ["out/a.txt"]
+    assert "checked 8 files against the last build's proof: 1 changed" in r.out
+    assert proofs(built) == 1
     assert built.build("all").ran == []
+    built.write("src/a.txt", "ay\n")  # a change that does reach its consumers runs them
+    assert built.build("all").ran == ["out/a.txt", "out/ab.txt", "out/all.txt"]
+    assert built.read("out/all.txt") == "AY\nB\n-C\n"
 
 
 def test_given_a_proof_when_an_output_is_edited_or_deleted_then_its_rule_runs(built):

@@ -29,7 +29,7 @@ def _make(root, count: int) -> tuple[list[str], proof.Proof]:
         paths.append(p)
     for p in paths:
         records.append(file_record(stat_path(p), digest_path(p), time.time_ns()))
-    return paths, _from(proof.Proof.pack("generation", b"g" * 16, None, paths, b"".join(records)))
+    return paths, _from(proof.Proof.pack("generation", b"g" * 16, None, True, paths, b"".join(records)))
 
 
 def _start(state_dir: str, key: str) -> proof.Check | None:
@@ -258,13 +258,15 @@ def test_the_helper_stops_where_the_build_has_taken_over(tmp_path):
 
 
 def test_a_proof_of_the_wrong_shape_is_ignored(tmp_path):
-    good = ("g", b"\0" * 16, ["."], None)
+    good = ("g", b"\0" * 16, ["."], None, True)
     for meta, paths, records in (
-        ((b"\0" * 16, 5, ["."], None), b"a", b"\0" * 49),
-        (("g", b"\0" * 15, ["."], None), b"a", b"\0" * 49),
-        (("g", b"\0" * 16, ".", None), b"a", b"\0" * 49),
-        (("g", b"\0" * 16, ["."], b"\0\0\0"), b"a", b"\0" * 49),
-        (("g", b"\0" * 16, ["."], [0]), b"a", b"\0" * 49),
+        ((b"\0" * 16, 5, ["."], None, True), b"a", b"\0" * 49),
+        (("g", b"\0" * 15, ["."], None, True), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ".", None, True), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ["."], b"\0\0\0", True), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ["."], [0], True), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ["."], None, 1), b"a", b"\0" * 49),
+        (("g", b"\0" * 16, ["."], None), b"a", b"\0" * 49),
         (("g", b"\0" * 16, ["."]), b"a", b"\0" * 49),
         (good, b"a\0b", b"\0" * 49),
         (good, b"a", b"\0" * 48),
@@ -331,3 +333,21 @@ _normal_path = st.builds(
 @settings(max_examples=500, deadline=None)
 def test_the_directories_a_proof_watches_are_those_of_os_path_dirname(paths):
     assert proof._directories(paths) == {os.path.dirname(p) or "." for p in paths}
+
+
+@given(
+    st.lists(_normal_path, unique=True, max_size=12),
+    st.lists(_normal_path, max_size=4),
+    st.integers(min_value=0, max_value=20),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_proof_finds_its_files_by_searching_as_by_its_index(paths, others, searches):
+    """Whether a file is looked up by searching the stored paths (the first few) or in the index
+    (past those), its position is the same: the one of `paths`, or None for a file not there."""
+    records = b"".join(bytes([k % 256]) * proof.RECORD for k in range(len(paths)))
+    pf = _from(proof.Proof.pack("generation", b"g" * 16, None, True, paths, records))
+    pf._searches = proof.SEARCHES - min(searches, proof.SEARCHES)
+    for p in [*paths, *others, *(p[:-1] for p in paths), *(p + "x" for p in paths)]:
+        k = pf.position(p)
+        assert k == (paths.index(p) if p in paths else None), p
+        assert pf.get(p) == (None if k is None else bytes([k % 256]) * proof.RECORD)
