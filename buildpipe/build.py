@@ -37,6 +37,7 @@ TYPE_CHECKING = False
 WAITING, UPTODATE, DEFERRED, QUEUED, RUNNING, BUILT, FAILED, BLOCKED = range(8)
 DECIDE_BATCH = 200  # ready rules decided between starting rules (see Build.run)
 FLUSH_INTERVAL = 0.05  # seconds between store commits while rules finish
+FEW_TOUCHES = 16  # touched files a no-op records in its proof only (see `settled`)
 REFRESH_MAX_BYTES = 1 << 20  # larger outputs are left to be re-hashed if the next build needs them
 
 
@@ -110,15 +111,18 @@ def settled(
     store: Store, key: str, proof: Proof, changes: Changes, wanted: int, reporter: Reporter, t0: float
 ) -> BuildSummary:
     """The build of `wanted` rules when the proof holds and no file changed: all are up to date. A
-    file that was only touched gets its new record, in the proof and in the store (for builds that
-    decide every rule)."""
+    file that was only touched gets its new record in the proof. The store gets them too when
+    there are many (a checkout, say): a build that decides every rule would hash them all again.
+    A few it would hash again at little cost, where writing them would cost this build opening
+    SQLite (a tenth of a no-op at ten thousand rules)."""
     if changes.touched:
         records = bytearray(proof.records)
         for p, rec in changes.touched.items():
             k = proof.position(p)
             if k is not None:  # it is: the check found it there
                 records[k * RECORD : (k + 1) * RECORD] = rec
-            store.put_file(p, rec)
+            if len(changes.touched) > FEW_TOUCHES:
+                store.put_file(p, rec)
         write_proof(os.path.dirname(store.path), key, proof.repack(proof.generation, bytes(records)))
     summary = BuildSummary(wanted=wanted)
     summary.proven = (proof.count, 0)

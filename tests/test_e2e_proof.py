@@ -16,6 +16,9 @@ import pytest
 from conftest import PIPE, Project
 
 from buildpipe import proof
+from buildpipe.build import FEW_TOUCHES
+from buildpipe.filesystem import STAT_END, pack_stat, stat_path
+from buildpipe.store import DB_NAME, Store
 
 PROOF_LINE = "against the last build's proof"
 
@@ -123,6 +126,29 @@ def test_given_a_touch_only_no_op_then_a_later_rebuild_still_sees_the_file_uncha
     assert built.build("all").ran == ["out/b.txt", "out/ab.txt", "out/all.txt"]
     built.pipefile('MARK = "-"\n' + PIPEFILE + "\n# a comment: no proof for this build\n")
     assert built.build("all").ran == []
+
+
+def test_given_many_files_touched_then_the_store_learns_their_new_stats_too(project):
+    """A checkout touches many files: a later build that decides every rule (no proof for its
+    request) must not have to hash them all again."""
+    n = FEW_TOUCHES + 1
+    for k in range(n):
+        project.write(f"src/{k}.txt", f"{k}\n")
+    project.pipefile(f"for k in range({n}):\n    rule(f'out/{{k}}.txt', [f'src/{{k}}.txt'], upper)\n")
+    project.build()
+    project.build()  # the first no-op: its records written after their files are trusted
+    t = time.time_ns() + 10**9
+    for k in range(n):
+        os.utime(project.path(f"src/{k}.txt"), ns=(t, t))
+    r = project.build("-v")
+    assert r.ran == [] and f"checked {2 * n} files against the last build's proof: 0 changed" in r.out
+    store = Store(str(project.path(".buildpipe") / DB_NAME), readonly=True)
+    try:
+        for k in range(n):
+            path = f"src/{k}.txt"
+            assert store.files[path][:STAT_END] == pack_stat(*stat_path(str(project.path(path))))
+    finally:
+        store.db.close()
 
 
 @both
@@ -315,6 +341,11 @@ def test_given_a_proof_then_a_no_op_never_opens_the_database(built):
     )
     env = {**os.environ, "NO_COLOR": "1"}
     built.build("all")  # records written just after their files are trusted by the next build
+    done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and not done.stderr, done
+    t = time.time_ns() + 10**9
+    os.utime(built.path("src/a.txt"), ns=(t, t))  # a touch: the new stat goes to the proof alone
     done = subprocess.run([sys.executable, "-c", script], cwd=built.root, env=env, capture_output=True,
                           text=True)
     assert done.returncode == 0 and not done.stderr, done
