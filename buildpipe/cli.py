@@ -277,7 +277,7 @@ class Project:
         if proof:
             from .proof import request_key
 
-            self.proof_key = request_key(path, args.targets)
+            self.proof_key = request_key(path, self.state_dir, args.targets)
             if not (args.always_make or args.force):
                 self._start_proof_check()
         try:

@@ -50,8 +50,9 @@ class Graph:
 
     def __init__(self, registry: Registry, proven: bool = False) -> None:
         """`proven`: the declarations are those of a proof, which a graph that passed every check
-        made (see `proof.declarations`): the checks are skipped, and the producer edges (`deps`)
-        are found when first needed; a build deciding from the proof needs those of a few rules."""
+        made (see `proof.declarations`): the checks of the rules are skipped, and the producer
+        edges (`deps`) are found when first needed; a build deciding from the proof needs those
+        of a few rules."""
         registry.finish()
         self.root = registry.root
         self.rules: list[Rule] = registry.rules
@@ -71,7 +72,27 @@ class Graph:
                 if r.name is not None:
                     self.names.setdefault(r.name, []).append(r)
             self.producer = {o: r for r in self.rules for o in r.outputs}
-            return
+        else:
+            self._check_rules()
+        # Cheap, and the Pipefile's own default() is not in a proof's digest when a setting
+        # replaces it: checked either way.
+        producer = self.producer
+        self._check_alias_cycles()
+        for name, targets in self.aliases.items():
+            if name in producer:
+                raise PipefileError(
+                    f"alias {name!r} has the name of an output of {describe(producer[name])}",
+                    where=format_where(self.alias_where[name]),
+                )
+            for t in targets:
+                self._check_known(t, self.alias_where[name], f"alias {name!r}")
+        if self.default is not None:
+            for t in self.default[0]:
+                self._check_known(t, self.default[1], "default()")
+
+    def _check_rules(self) -> None:
+        """Index the rules and their outputs, refusing two producers of one file, an invariant
+        that a rule produces and a dependency cycle."""
         producer = self.producer
         check_actions(self.rules)
         for i, r in enumerate(self.rules):
@@ -95,18 +116,6 @@ class Graph:
         self._link()
         if not self._in_order:
             self._check_cycles()
-        self._check_alias_cycles()
-        for name, targets in self.aliases.items():
-            if name in producer:
-                raise PipefileError(
-                    f"alias {name!r} has the name of an output of {describe(producer[name])}",
-                    where=format_where(self.alias_where[name]),
-                )
-            for t in targets:
-                self._check_known(t, self.alias_where[name], f"alias {name!r}")
-        if self.default is not None:
-            for t in self.default[0]:
-                self._check_known(t, self.default[1], "default()")
 
     def _link(self) -> None:
         deps: list[tuple[int, ...]] = []

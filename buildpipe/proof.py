@@ -57,9 +57,10 @@ _pack = STAT_RECORD.pack
 _ENC = ("utf-8", "surrogateescape")
 
 
-def request_key(pipefile: str, targets: list[str]) -> str:
-    """What a proof is stored under: the Pipefile and the targets as given (none: the default)."""
-    return xxhash.xxh3_128_hexdigest("\0".join([pipefile, *targets]).encode(*_ENC))
+def request_key(pipefile: str, state_dir: str, targets: list[str]) -> str:
+    """What a proof is stored under: the Pipefile, the state directory (moved, it holds the proof
+    of a graph checked against its old place) and the targets as given (none: the default)."""
+    return xxhash.xxh3_128_hexdigest("\0".join([pipefile, state_dir, *targets]).encode(*_ENC))
 
 
 # A Pipefile that writes files or starts processes while it runs could change the very files the
@@ -157,7 +158,7 @@ class Proof:
             raise ValueError("a proof of the wrong shape")
         self._list: list[str] | None = None
         self._index: dict[str, int] | None = None
-        self._searches = 0
+        self._found: dict[str, int | None] = {}  # the files searched for, before there is an index
 
     @property
     def paths(self) -> list[str]:
@@ -181,9 +182,12 @@ class Proof:
         form: a build that changed a file or two needs only those, and an index of a million
         files costs a second and a half. Past those, the index is built."""
         if self._index is None:
-            if self._searches < SEARCHES:
-                self._searches += 1
-                return self._search(path)
+            found = self._found
+            if path in found:
+                return found[path]
+            if len(found) < SEARCHES:
+                k = found[path] = self._search(path)
+                return k
             self._index = dict(zip(self.paths, range(self.count)))
         return self._index.get(path)
 

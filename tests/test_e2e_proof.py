@@ -496,6 +496,37 @@ def test_given_the_default_targets_changed_in_settings_then_the_new_ones_are_bui
     assert project.build().ran == ["out/b.txt"]
 
 
+def test_given_a_default_in_settings_then_a_broken_default_in_the_pipefile_is_still_refused(project):
+    """The setting replaces the Pipefile's default(), so the proof's digest leaves that out: it
+    is checked all the same, as a build without a proof would."""
+    project.write("src/a.txt", "a\n")
+    rules = 'rule("out/a.txt", ["src/a.txt"], upper)\nalias("app", ["out/a.txt"])\n'
+    project.pipefile(rules + 'default("app")\n')
+    project.write("pipe.toml", 'default = ["app"]\n')
+    assert project.build().ran == ["out/a.txt"]
+    assert project.build().ran == []
+    project.pipefile(rules + 'default("ap")\n')
+    project.write("src/a.txt", "b\n")
+    r = project.build(rc=2)
+    assert "default() names an unknown target 'ap'" in r.err and r.ran == []
+
+
+def test_given_a_moved_state_directory_then_its_old_proof_does_not_vouch_for_the_graph(project):
+    """The graph a proof was made with was checked against the state directory of then: a rule
+    writing into the state directory's new place must be refused."""
+    project.write("src/a.txt", "a\n")
+    project.pipefile('rule("out/a.txt", ["src/a.txt"], upper)\nrule("state/x.txt", ["src/a.txt"], cat)\n')
+    assert sorted(project.build().ran) == ["out/a.txt", "state/x.txt"]
+    assert project.build().ran == []
+    project.path(".buildpipe").rename(project.path("moved"))
+    project.path("state").rename(project.path("elsewhere"))
+    project.path("moved").rename(project.path("state"))
+    project.write("pipe.toml", 'state-dir = "state"\n')
+    project.write("src/a.txt", "b\n")
+    r = project.build(rc=2)
+    assert "output state/x.txt is in the state directory" in r.err and r.ran == []
+
+
 def test_given_outputs_written_early_in_a_build_then_its_proof_trusts_their_stat(project):
     """Re-read at the end of the build, once their timestamp tick has passed: the next no-op need
     not hash them (a clean build followed by a no-op would otherwise hash every output)."""

@@ -346,8 +346,8 @@ def test_a_proof_finds_its_files_by_searching_as_by_its_index(paths, others, sea
     (past those), its position is the same: the one of `paths`, or None for a file not there."""
     records = b"".join(bytes([k % 256]) * proof.RECORD for k in range(len(paths)))
     pf = _from(proof.Proof.pack("generation", b"g" * 16, None, True, paths, records))
-    pf._searches = proof.SEARCHES - min(searches, proof.SEARCHES)
-    for p in [*paths, *others, *(p[:-1] for p in paths), *(p + "x" for p in paths)]:
+    pf._found = {f"\\0{k}": None for k in range(proof.SEARCHES - min(searches, proof.SEARCHES))}
+    for p in [*paths, *others, *(p[:-1] for p in paths), *(p + "x" for p in paths), *paths]:
         k = pf.position(p)
         assert k == (paths.index(p) if p in paths else None), p
         assert pf.get(p) == (None if k is None else bytes([k % 256]) * proof.RECORD)
