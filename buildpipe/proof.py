@@ -482,6 +482,7 @@ class Check:
         # Like the stat helper: Ctrl-C is the build's to handle; the helper only ends.
         quiet = {signal.SIGINT, signal.SIGTERM}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, quiet)
+        build = os.getpid()
         try:
             self.pid = os.fork()
         except OSError:
@@ -492,20 +493,20 @@ class Check:
             return
         if self.pid == 0:  # the helper
             os.close(self.ask)
-            reply_and_exit(self.r, w, lambda: self._helper(holds, asked))
+            reply_and_exit(self.r, w, lambda: self._helper(holds, asked, build))
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         os.close(w)
         os.close(asked)
         self._watching = self.watch.ok
         self.watch.close()  # not the last reference: the helper's is (see above)
 
-    def _helper(self, holds: int, asked: int) -> tuple[bool, dict, list[int], dict]:
+    def _helper(self, holds: int, asked: int, build: int) -> tuple[bool, dict, list[int], dict]:
         watch = self.watch
         ok = watch.arm(self.proof.dirs) is not None if watch.ok else True
         found = self._forwards() if ok else {}
         if holds >= 0:
             os.close(holds)  # lets go of the lock
-        self._wait_for_the_build(asked)
+        self._wait_for_the_build(asked, build)
         looked: list[int] = []
         again: dict[int, bytes | None] = {}
         if ok and watch.ok:  # files changed since they were looked at are looked at again
@@ -520,17 +521,17 @@ class Check:
         return ok, found, looked, again
 
     @staticmethod
-    def _wait_for_the_build(asked: int) -> None:
+    def _wait_for_the_build(asked: int, build: int) -> None:
         """Until the build has taken its share and asks (or is gone: end of file). A process the
         Pipefile forked may hold the build's end of the pipe too: a build that died is noticed by
-        its pid no longer being this helper's parent."""
+        its pid no longer being this helper's parent. The pid is the one taken before the fork:
+        asked here, the parent may already be whoever adopted the helper."""
         import select
 
-        parent = os.getppid()
         poll = select.poll()  # not select(): a descriptor may be numbered beyond 1024
         poll.register(asked, select.POLLIN)
         while not poll.poll(1000):
-            if os.getppid() != parent:
+            if os.getppid() != build:
                 raise SystemExit(1)  # reply_and_exit ends the helper, with no answer
         os.read(asked, 1)
 

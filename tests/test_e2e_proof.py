@@ -450,10 +450,12 @@ def test_given_a_directory_reached_by_two_names_then_a_change_through_either_is_
 def test_given_a_build_killed_while_a_process_it_forked_lives_on_then_its_helper_ends(project):
     """The helper waits for the build to ask; a child the Pipefile forked holds the build's end of
     that pipe too, so the helper must notice its build is gone by itself (it holds the build's
-    output pipes: whoever reads them would wait as long)."""
+    output pipes: whoever reads them would wait as long). The build dies before its helper has
+    looked at the proof's 2,000 files: by then the helper's parent is whoever adopted it."""
     import subprocess
 
-    project.write("src/a.txt", "a\n")
+    for k in range(1000):
+        project.write(f"src/{k}.txt", "a\n")
     project.pipefile(
         'if os.path.exists("kill-me"):\n'
         '    if os.fork() == 0:  # lives on, holding what the build held but its standard streams\n'
@@ -462,7 +464,8 @@ def test_given_a_build_killed_while_a_process_it_forked_lives_on_then_its_helper
         '        time.sleep(20)\n'
         '        os._exit(0)\n'
         '    os.kill(os.getpid(), 9)\n'
-        'rule("out/a.txt", ["src/a.txt"], upper)\n'
+        'for k in range(1000):\n'
+        '    rule(f"out/{k}.txt", [f"src/{k}.txt"], upper)\n'
     )
     project.build()
     project.build()
